@@ -1,0 +1,65 @@
+//! Routes outside the simulated platform: the audit log, fault settings and health. Faults
+//! never apply here, so tests can always inspect and repair the server.
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::info;
+
+use crate::api::{ApiError, AppState};
+use crate::Faults;
+
+const DEFAULT_AUDIT_PAGE: u32 = 10_000;
+const MAX_AUDIT_PAGE: u32 = 100_000;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/audit", get(audit))
+        .route("/admin/faults", get(get_faults).put(put_faults))
+        .route("/health", get(health))
+}
+
+#[derive(Debug, Deserialize)]
+struct AuditParams {
+    account: Option<String>,
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    params: Result<Query<AuditParams>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(params) = params?;
+    let limit = match params.limit {
+        None => DEFAULT_AUDIT_PAGE,
+        Some(0) => return Err(ApiError::BadRequest("limit must be at least 1".to_owned())),
+        Some(limit) => limit.min(MAX_AUDIT_PAGE),
+    };
+    let (entries, next) = state
+        .store
+        .audit(params.account.as_deref(), params.after.unwrap_or(0), limit)
+        .await?;
+    Ok(Json(json!({ "entries": entries, "next": next })))
+}
+
+async fn get_faults(State(state): State<AppState>) -> Json<crate::Faults> {
+    Json(state.faults.read().await.clone())
+}
+
+async fn put_faults(State(state): State<AppState>, body: Bytes) -> Result<Json<Faults>, ApiError> {
+    let faults: Faults = serde_json::from_slice(&body)
+        .map_err(|error| ApiError::BadRequest(format!("invalid faults: {error}")))?;
+    faults.validate().map_err(ApiError::BadRequest)?;
+    info!(?faults, "fault settings replaced");
+    *state.faults.write().await = faults.clone();
+    Ok(Json(faults))
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
