@@ -1,0 +1,230 @@
+//! The sources file: which legacy database(s) to watch and which tables in them.
+//!
+//! ```toml
+//! [legacy]
+//! url = "sqlite://legacy.db"        # one shared database ...
+//! account_column = "account_id"     # ... whose rows carry the account
+//!
+//! [[tables]]
+//! name = "contacts"
+//! key = ["id"]
+//! version_column = "row_version"
+//! occurred_at_column = "changed_at_ms"   # optional: when the change happened, epoch millis
+//! ```
+//!
+//! One database per account is written as `[legacy.databases]` with `account = "url"` entries
+//! instead of `url` and `account_column`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sources {
+    pub legacy: Legacy,
+    pub tables: Vec<Table>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Legacy {
+    /// The shared database holding every account.
+    pub url: Option<String>,
+    /// The column that names the account in every table of the shared database.
+    pub account_column: Option<String>,
+    /// The accounts to watch; all accounts found in the tables when absent.
+    pub accounts: Option<Vec<String>>,
+    /// One database per account: account → URL.
+    #[serde(default)]
+    pub databases: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Table {
+    pub name: String,
+    pub key: Vec<String>,
+    pub version_column: String,
+    pub occurred_at_column: Option<String>,
+}
+
+/// Where the legacy data lives, once the sources file is checked.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Layout {
+    Shared {
+        url: String,
+        account_column: String,
+        accounts: Option<Vec<String>>,
+    },
+    PerAccount(BTreeMap<String, String>),
+}
+
+impl Sources {
+    /// Reads and checks a sources file; errors name the file and the key.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            file: path.to_path_buf(),
+            key: String::new(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses sources from text; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self> {
+        let sources: Sources = toml::from_str(text).map_err(|e| Error::Config {
+            file: origin.to_path_buf(),
+            key: e.span().map(|s| format!("at byte {}", s.start)).unwrap_or_default(),
+            message: e.message().to_owned(),
+        })?;
+        sources.check(origin)?;
+        Ok(sources)
+    }
+
+    fn check(&self, origin: &Path) -> Result<()> {
+        let fail = |key: String, message: &str| Error::Config {
+            file: origin.to_path_buf(),
+            key,
+            message: message.to_owned(),
+        };
+        self.layout(origin)?;
+        if self.tables.is_empty() {
+            return Err(fail("tables".into(), "at least one [[tables]] entry is needed"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, table) in self.tables.iter().enumerate() {
+            let key = |k: &str| format!("tables[{i}].{k} ({})", table.name);
+            if !is_identifier(&table.name) {
+                return Err(fail(key("name"), "must be a plain SQL identifier"));
+            }
+            if !seen.insert(&table.name) {
+                return Err(fail(key("name"), "is listed twice"));
+            }
+            if table.key.is_empty() {
+                return Err(fail(key("key"), "needs at least one key column"));
+            }
+            let columns = table
+                .key
+                .iter()
+                .chain([&table.version_column])
+                .chain(table.occurred_at_column.iter());
+            for column in columns {
+                if !is_identifier(column) {
+                    return Err(fail(
+                        key("key"),
+                        &format!("column {column:?} is not a plain SQL identifier"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The checked layout of the legacy data.
+    pub fn layout(&self, origin: &Path) -> Result<Layout> {
+        let legacy = &self.legacy;
+        let fail = |key: &str, message: &str| Error::Config {
+            file: origin.to_path_buf(),
+            key: key.to_owned(),
+            message: message.to_owned(),
+        };
+        match (&legacy.url, legacy.databases.is_empty()) {
+            (Some(url), true) => {
+                let account_column = legacy.account_column.clone().ok_or_else(|| {
+                    fail(
+                        "legacy.account_column",
+                        "a shared database needs the column that names the account",
+                    )
+                })?;
+                if !is_identifier(&account_column) {
+                    return Err(fail(
+                        "legacy.account_column",
+                        "must be a plain SQL identifier",
+                    ));
+                }
+                Ok(Layout::Shared {
+                    url: url.clone(),
+                    account_column,
+                    accounts: legacy.accounts.clone(),
+                })
+            }
+            (None, false) => {
+                if legacy.account_column.is_some() || legacy.accounts.is_some() {
+                    return Err(fail(
+                        "legacy.databases",
+                        "one database per account takes neither account_column nor accounts",
+                    ));
+                }
+                Ok(Layout::PerAccount(legacy.databases.clone()))
+            }
+            (Some(_), false) => Err(fail(
+                "legacy",
+                "set either url (one shared database) or databases (one per account), not both",
+            )),
+            (None, true) => Err(fail(
+                "legacy",
+                "set url (one shared database) or databases (one per account)",
+            )),
+        }
+    }
+
+    pub fn table(&self, name: &str) -> Option<&Table> {
+        self.tables.iter().find(|t| t.name == name)
+    }
+}
+
+/// Identifiers are spliced into SQL, so only plain names are accepted.
+pub(crate) fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// A path for messages about sources given as text rather than a file.
+pub fn inline_origin(name: &str) -> PathBuf {
+    PathBuf::from(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Sources> {
+        Sources::parse(text, Path::new("sources.toml"))
+    }
+
+    #[test]
+    fn shared_layout_parses() -> Result<()> {
+        let s = parse(
+            r#"
+            [legacy]
+            url = "sqlite://x.db"
+            account_column = "account_id"
+            [[tables]]
+            name = "contacts"
+            key = ["id"]
+            version_column = "row_version"
+            "#,
+        )?;
+        assert!(matches!(s.layout(Path::new("s"))?, Layout::Shared { .. }));
+        Ok(())
+    }
+
+    #[test]
+    fn errors_name_file_and_key() {
+        let cases = [
+            ("[legacy]\nurl = \"sqlite://x\"\n[[tables]]\nname=\"t\"\nkey=[\"id\"]\nversion_column=\"v\"", "legacy.account_column"),
+            ("[legacy]\nurl = \"sqlite://x\"\naccount_column=\"a\"\n[[tables]]\nname=\"t;drop\"\nkey=[\"id\"]\nversion_column=\"v\"", "tables[0].name"),
+            ("[legacy]\nurl = \"sqlite://x\"\naccount_column=\"a\"\n[[tables]]\nname=\"t\"\nkey=[]\nversion_column=\"v\"", "tables[0].key"),
+            ("[legacy]\nurl = \"sqlite://x\"\naccount_column=\"a\"\ntables = 3", "at byte"),
+        ];
+        for (text, key) in cases {
+            let err = parse(text).expect_err(text).to_string();
+            assert!(err.contains("sources.toml") && err.contains(key), "{err}");
+        }
+    }
+}

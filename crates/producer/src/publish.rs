@@ -1,0 +1,152 @@
+//! Publishing events to Kafka with an idempotent producer; a batch counts as published only when
+//! the broker acknowledged every message of it.
+
+use std::time::Duration;
+
+use futures::future::try_join_all;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::util::Timeout;
+use tandem_event::{ChangeEvent, Codec};
+
+use crate::{Error, Result};
+
+/// Librdkafka settings for an idempotent producer; `extra` passes through unchanged, last.
+pub fn producer_config(brokers: &str, extra: &[(String, String)]) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "30000");
+    for (key, value) in extra {
+        config.set(key, value);
+    }
+    config
+}
+
+pub struct Publisher {
+    producer: FutureProducer,
+    topic: String,
+    codec: Codec,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher").field("topic", &self.topic).finish()
+    }
+}
+
+impl Publisher {
+    /// Creates the producer and checks the broker answers and the topic exists.
+    pub async fn connect(
+        brokers: &str,
+        topic: &str,
+        codec: Codec,
+        extra: &[(String, String)],
+    ) -> Result<Self> {
+        let producer: FutureProducer =
+            producer_config(brokers, extra)
+                .create()
+                .map_err(|source| Error::Broker {
+                    brokers: brokers.to_owned(),
+                    source,
+                })?;
+        let client = producer.clone();
+        let topic_name = topic.to_owned();
+        let metadata = tokio::task::spawn_blocking(move || {
+            client
+                .client()
+                .fetch_metadata(Some(&topic_name), Duration::from_secs(10))
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|source| Error::Broker {
+            brokers: brokers.to_owned(),
+            source,
+        })?;
+        let exists = metadata
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        if !exists {
+            return Err(Error::NoTopic {
+                brokers: brokers.to_owned(),
+                topic: topic.to_owned(),
+            });
+        }
+        Ok(Publisher {
+            producer,
+            topic: topic.to_owned(),
+            codec,
+        })
+    }
+
+    /// Sends every event, keyed by account, and waits until the broker acknowledged all of them.
+    pub async fn publish(&self, events: &[ChangeEvent]) -> Result<()> {
+        let payloads = events
+            .iter()
+            .map(|e| self.codec.encode(e).map(|bytes| (e, bytes)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sends = payloads.iter().map(|(event, bytes)| {
+            let record = FutureRecord::to(&self.topic)
+                .key(event.account_id.as_bytes())
+                .payload(bytes);
+            async move {
+                self.producer
+                    .send(record, Timeout::After(Duration::from_secs(30)))
+                    .await
+                    .map_err(|(source, _)| Error::Publish {
+                        topic: self.topic.clone(),
+                        source,
+                    })
+            }
+        });
+        try_join_all(sends).await?;
+        Ok(())
+    }
+}
+
+/// Creates `topic` with `partitions` partitions unless it exists already.
+pub async fn ensure_topic(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    extra: &[(String, String)],
+) -> Result<()> {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    for (key, value) in extra {
+        config.set(key, value);
+    }
+    let admin: AdminClient<DefaultClientContext> =
+        config.create().map_err(|source| Error::Broker {
+            brokers: brokers.to_owned(),
+            source,
+        })?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    let results = admin
+        .create_topics([&new], &options)
+        .await
+        .map_err(|source| Error::Broker {
+            brokers: brokers.to_owned(),
+            source,
+        })?;
+    for result in results {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => {
+                return Err(Error::CreateTopic {
+                    topic: name,
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
