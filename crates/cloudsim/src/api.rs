@@ -350,7 +350,10 @@ mod tests {
 
     #[test]
     fn cursor_is_parsed_from_the_id() {
-        assert!(matches!(cursor_seq("user_groups", "user_groups_42"), Ok(42)));
+        assert!(matches!(
+            cursor_seq("user_groups", "user_groups_42"),
+            Ok(42)
+        ));
         assert!(cursor_seq("users", "groups_42").is_err());
         assert!(cursor_seq("users", "users_x").is_err());
     }

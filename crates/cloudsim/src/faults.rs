@@ -92,7 +92,11 @@ pub(crate) async fn inject(
     }
 
     if let Some(account) = account_of(request.uri().path()) {
-        if faults.reject_accounts.iter().any(|rejected| rejected == account) {
+        if faults
+            .reject_accounts
+            .iter()
+            .any(|rejected| rejected == account)
+        {
             debug!(account, "fault injection: rejecting account");
             return error_response(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -113,9 +117,10 @@ pub(crate) async fn inject(
             StatusCode::TOO_MANY_REQUESTS,
             "rate limit exceeded (fault injection)".to_owned(),
         );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(faults.retry_after_secs));
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(faults.retry_after_secs),
+        );
         return response;
     }
 

@@ -11,9 +11,10 @@
 //! use tokio_util::sync::CancellationToken;
 //!
 //! # async fn run() -> tandem_cloudsim::Result<()> {
-//! let sim = CloudSim::bind("127.0.0.1:0".parse().unwrap(), Options::default()).await?;
-//! println!("cloud at {}", sim.base_url());
-//! sim.serve(CancellationToken::new()).await
+//! let sim = CloudSim::bind(([127, 0, 0, 1], 0).into(), Options::default()).await?;
+//! let base_url = sim.base_url(); // hand this to the consumer
+//! let shutdown = CancellationToken::new();
+//! sim.serve(shutdown.child_token()).await
 //! # }
 //! ```
 //!

@@ -18,7 +18,10 @@ const STRING: u32 = 4;
 const BYTES: u32 = 5;
 
 fn kind_index(kind: Kind) -> u32 {
-    Kind::ALL.iter().position(|k| *k == kind).unwrap_or_default() as u32
+    Kind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or_default() as u32
 }
 
 fn value_to_avro(value: &Value) -> Avro {
@@ -56,7 +59,10 @@ pub(crate) fn to_avro(event: &ChangeEvent) -> Avro {
             "kind".into(),
             Avro::Enum(kind_index(event.kind), event.kind.symbol().into()),
         ),
-        ("entity_type".into(), Avro::String(event.entity_type.clone())),
+        (
+            "entity_type".into(),
+            Avro::String(event.entity_type.clone()),
+        ),
         ("entity_id".into(), Avro::String(event.entity_id.clone())),
         ("epoch".into(), Avro::Long(event.epoch)),
         ("version".into(), Avro::Long(event.version)),
@@ -84,7 +90,9 @@ fn unwrap_union(value: Avro) -> Avro {
 fn string(field: &str, value: Avro) -> Result<String> {
     match unwrap_union(value) {
         Avro::String(s) => Ok(s),
-        other => Err(bad(format!("field {field} should be a string, found {other:?}"))),
+        other => Err(bad(format!(
+            "field {field} should be a string, found {other:?}"
+        ))),
     }
 }
 
@@ -92,7 +100,9 @@ fn long(field: &str, value: Avro) -> Result<i64> {
     match unwrap_union(value) {
         Avro::Long(n) => Ok(n),
         Avro::Int(n) => Ok(n.into()),
-        other => Err(bad(format!("field {field} should be a long, found {other:?}"))),
+        other => Err(bad(format!(
+            "field {field} should be a long, found {other:?}"
+        ))),
     }
 }
 
@@ -106,7 +116,11 @@ fn value_from_avro(column: &str, value: Avro) -> Result<Value> {
         Avro::Double(d) => Value::Double(d),
         Avro::String(s) => Value::String(s),
         Avro::Bytes(b) => Value::Bytes(b),
-        other => return Err(bad(format!("data.{column} has an unsupported type {other:?}"))),
+        other => {
+            return Err(bad(format!(
+                "data.{column} has an unsupported type {other:?}"
+            )))
+        }
     })
 }
 
@@ -123,7 +137,11 @@ pub(crate) fn from_avro(value: Avro) -> Result<ChangeEvent> {
     };
     let kind = match take("kind")? {
         Avro::Enum(_, symbol) => symbol.parse::<Kind>().map_err(bad)?,
-        other => return Err(bad(format!("field kind should be an enum, found {other:?}"))),
+        other => {
+            return Err(bad(format!(
+                "field kind should be an enum, found {other:?}"
+            )))
+        }
     };
     let data = match unwrap_union(take("data")?) {
         Avro::Null => None,

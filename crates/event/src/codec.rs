@@ -132,13 +132,11 @@ impl Codec {
                 let (fp, body) = rest
                     .split_first_chunk::<8>()
                     .ok_or(Error::Truncated { len: bytes.len() })?;
-                let writer = self
-                    .known
-                    .iter()
-                    .find(|k| &k.fingerprint == fp)
-                    .ok_or(Error::UnknownFingerprint {
+                let writer = self.known.iter().find(|k| &k.fingerprint == fp).ok_or(
+                    Error::UnknownFingerprint {
                         fingerprint: u64::from_le_bytes(*fp),
-                    })?;
+                    },
+                )?;
                 (writer, body)
             }
             [CONFLUENT_MAGIC, rest @ ..] => {

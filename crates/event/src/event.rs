@@ -128,6 +128,16 @@ impl ChangeEvent {
     }
 }
 
+/// The canonical string of a key (`entity_id`): the parts' text joined with `|`, with `\\` and
+/// `|` inside a part escaped by a backslash. A single-column key is just its value's text.
+pub fn canonical_key(parts: &[Value]) -> String {
+    parts
+        .iter()
+        .map(|v| v.to_text().replace('\\', "\\\\").replace('|', "\\|"))
+        .collect::<Vec<_>>()
+        .join("|")
+}
+
 /// The deterministic event id: the same detection published twice has the same id.
 ///
 /// Each part is length-prefixed before hashing so that `("ab", "c")` and `("a", "bc")` differ.
@@ -173,6 +183,22 @@ mod tests {
         for other in others {
             assert_ne!(base, other);
         }
+    }
+
+    #[test]
+    fn canonical_keys_keep_composite_parts_apart() {
+        let key = |parts: &[&str]| {
+            canonical_key(
+                &parts
+                    .iter()
+                    .map(|p| Value::String(p.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(canonical_key(&[Value::Long(42)]), "42");
+        assert_eq!(key(&["a", "b"]), "a|b");
+        assert_ne!(key(&["a|b", "c"]), key(&["a", "b|c"]));
+        assert_ne!(key(&["a\\", "b"]), key(&["a\\|b"]));
     }
 
     #[test]

@@ -19,7 +19,7 @@ mod codec;
 mod event;
 
 pub use codec::{Codec, Framing, SCHEMA_FILES};
-pub use event::{event_id, ChangeEvent, Kind, Row, Value};
+pub use event::{canonical_key, event_id, ChangeEvent, Kind, Row, Value};
 
 /// What can go wrong turning events into bytes and back.
 #[derive(Debug, thiserror::Error)]

@@ -41,7 +41,11 @@ fn framing_headers_are_as_specified() -> Result<(), Error> {
     assert_eq!(&single[..2], &[0xC3, 0x01]);
     let confluent = Codec::new(Framing::Confluent { schema_id: 258 })?.encode(&event)?;
     assert_eq!(&confluent[..5], &[0, 0, 0, 1, 2]);
-    assert_eq!(single.len() - 10, confluent.len() - 5, "same Avro body after the header");
+    assert_eq!(
+        single.len() - 10,
+        confluent.len() - 5,
+        "same Avro body after the header"
+    );
     Ok(())
 }
 
@@ -50,11 +54,20 @@ fn bad_bytes_are_rejected_with_a_reason() -> Result<(), Error> {
     let codec = Codec::default();
     let good = codec.encode(&sample(Kind::Updated))?;
     assert!(matches!(codec.decode(b""), Err(Error::Truncated { .. })));
-    assert!(matches!(codec.decode(b"hello world"), Err(Error::BadMagic { .. })));
+    assert!(matches!(
+        codec.decode(b"hello world"),
+        Err(Error::BadMagic { .. })
+    ));
     let mut unknown = good.clone();
     unknown[2] ^= 0xFF;
-    assert!(matches!(codec.decode(&unknown), Err(Error::UnknownFingerprint { .. })));
-    assert!(matches!(codec.decode(&good[..good.len() - 3]), Err(Error::Body(_))));
+    assert!(matches!(
+        codec.decode(&unknown),
+        Err(Error::UnknownFingerprint { .. })
+    ));
+    assert!(matches!(
+        codec.decode(&good[..good.len() - 3]),
+        Err(Error::Body(_))
+    ));
     let mut trailing = good.clone();
     trailing.push(0);
     assert!(matches!(codec.decode(&trailing), Err(Error::Body(_))));
@@ -76,7 +89,10 @@ fn events_written_with_every_kept_schema_decode() -> Result<(), Box<dyn std::err
         .filter(|name| name.starts_with("change_event") && name.ends_with(".avsc"))
         .collect();
     let built_in: BTreeSet<String> = SCHEMA_FILES.iter().map(|(f, _)| f.to_string()).collect();
-    assert_eq!(on_disk, built_in, "schemas/ and SCHEMA_FILES must list the same files");
+    assert_eq!(
+        on_disk, built_in,
+        "schemas/ and SCHEMA_FILES must list the same files"
+    );
     for (file, text) in SCHEMA_FILES {
         assert_eq!(std::fs::read_to_string(format!("{dir}/{file}"))?, *text);
     }

@@ -78,7 +78,10 @@ impl Sources {
     pub fn parse(text: &str, origin: &Path) -> Result<Self> {
         let sources: Sources = toml::from_str(text).map_err(|e| Error::Config {
             file: origin.to_path_buf(),
-            key: e.span().map(|s| format!("at byte {}", s.start)).unwrap_or_default(),
+            key: e
+                .span()
+                .map(|s| format!("at byte {}", s.start))
+                .unwrap_or_default(),
             message: e.message().to_owned(),
         })?;
         sources.check(origin)?;
@@ -93,7 +96,10 @@ impl Sources {
         };
         self.layout(origin)?;
         if self.tables.is_empty() {
-            return Err(fail("tables".into(), "at least one [[tables]] entry is needed"));
+            return Err(fail(
+                "tables".into(),
+                "at least one [[tables]] entry is needed",
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, table) in self.tables.iter().enumerate() {
@@ -182,11 +188,6 @@ pub(crate) fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// A path for messages about sources given as text rather than a file.
-pub fn inline_origin(name: &str) -> PathBuf {
-    PathBuf::from(name)
 }
 
 #[cfg(test)]

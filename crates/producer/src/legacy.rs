@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{Column as _, Row as _, TypeInfo as _, ValueRef as _};
-use tandem_event::{Row, Value};
+use tandem_event::{canonical_key, Row, Value};
 
 use crate::config::{Layout, Sources, Table};
 use crate::{Error, Result};
@@ -59,15 +59,6 @@ pub struct Legacy {
 
 fn quote(identifier: &str) -> String {
     format!("\"{identifier}\"")
-}
-
-/// The canonical string of a key: parts joined with `|`, with `\` and `|` escaped.
-pub fn canonical_key(parts: &[Value]) -> String {
-    parts
-        .iter()
-        .map(|v| v.to_text().replace('\\', "\\\\").replace('|', "\\|"))
-        .collect::<Vec<_>>()
-        .join("|")
 }
 
 impl Legacy {
@@ -312,7 +303,12 @@ impl Database {
                 .iter()
                 .map(|c| ("key", c))
                 .chain([("version_column", &table.version_column)])
-                .chain(table.occurred_at_column.iter().map(|c| ("occurred_at_column", c)))
+                .chain(
+                    table
+                        .occurred_at_column
+                        .iter()
+                        .map(|c| ("occurred_at_column", c)),
+                )
                 .chain(account_column.map(|c| ("legacy.account_column", c)));
             for (key, column) in required {
                 if !names.contains(column) {

@@ -37,7 +37,9 @@ pub struct Publisher {
 
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Publisher").field("topic", &self.topic).finish()
+        f.debug_struct("Publisher")
+            .field("topic", &self.topic)
+            .finish()
     }
 }
 

@@ -81,7 +81,9 @@ impl Store {
                 "SELECT entity_id FROM producer_manifest \
                  WHERE account = $1 AND entity_type = $2 AND entity_id IN ({placeholders})"
             );
-            let mut query = sqlx::query_as::<_, (String,)>(&sql).bind(account).bind(table);
+            let mut query = sqlx::query_as::<_, (String,)>(&sql)
+                .bind(account)
+                .bind(table);
             for key in chunk {
                 query = query.bind(*key);
             }

@@ -7,13 +7,17 @@
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Sqlite, SqlitePool, Transaction};
+use sqlx::SqlitePool;
 
 use crate::{Error, Result};
+
+mod audit;
+mod request_hash;
+
+use audit::Audit;
+use request_hash::request_hash;
 
 /// How long a connection waits for a lock held by another process before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,29 +49,6 @@ pub(crate) struct Page {
     pub(crate) items: Vec<Value>,
     pub(crate) next: Option<String>,
 }
-
-#[derive(Debug, Serialize)]
-pub(crate) struct AuditEntry {
-    pub(crate) seq: i64,
-    pub(crate) account: String,
-    pub(crate) collection: String,
-    pub(crate) id: String,
-    pub(crate) op: String,
-    pub(crate) external_ref: Option<String>,
-    pub(crate) idempotency_key: Option<String>,
-    pub(crate) at_ms: i64,
-}
-
-type AuditRow = (
-    i64,
-    String,
-    String,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    i64,
-);
 
 impl Store {
     pub(crate) async fn open(url: &str) -> Result<Store> {
@@ -217,7 +198,12 @@ impl Store {
         Ok(CreateOutcome::Created(response))
     }
 
-    pub(crate) async fn get(&self, account: &str, collection: &str, id: &str) -> Result<Option<Value>> {
+    pub(crate) async fn get(
+        &self,
+        account: &str,
+        collection: &str,
+        id: &str,
+    ) -> Result<Option<Value>> {
         let body: Option<String> = sqlx::query_scalar(
             "SELECT body FROM documents WHERE account = ? AND collection = ? AND id = ?",
         )
@@ -339,81 +325,6 @@ impl Store {
         tx.commit().await?;
         Ok(true)
     }
-
-    /// Audit entries after `after_seq`, for one account or all; the second value is the
-    /// cursor for the next page, if there is one.
-    pub(crate) async fn audit(
-        &self,
-        account: Option<&str>,
-        after_seq: i64,
-        limit: u32,
-    ) -> Result<(Vec<AuditEntry>, Option<i64>)> {
-        let mut rows: Vec<AuditRow> = sqlx::query_as(
-            "SELECT seq, account, collection, id, op, external_ref, idempotency_key, at_ms \
-             FROM audit WHERE (? IS NULL OR account = ?) AND seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(account)
-        .bind(account)
-        .bind(after_seq)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.reader)
-        .await?;
-        let more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        let entries: Vec<AuditEntry> = rows
-            .into_iter()
-            .map(
-                |(seq, account, collection, id, op, external_ref, idempotency_key, at_ms)| {
-                    AuditEntry {
-                        seq,
-                        account,
-                        collection,
-                        id,
-                        op,
-                        external_ref,
-                        idempotency_key,
-                        at_ms,
-                    }
-                },
-            )
-            .collect();
-        let next = if more {
-            entries.last().map(|entry| entry.seq)
-        } else {
-            None
-        };
-        Ok((entries, next))
-    }
-}
-
-struct Audit<'a> {
-    account: &'a str,
-    collection: &'a str,
-    id: &'a str,
-    op: &'static str,
-    external_ref: Option<&'a str>,
-    idempotency_key: Option<&'a str>,
-    at_ms: i64,
-}
-
-impl Audit<'_> {
-    async fn append(&self, tx: &mut Transaction<'_, Sqlite>) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit \
-             (account, collection, id, op, external_ref, idempotency_key, at_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(self.account)
-        .bind(self.collection)
-        .bind(self.id)
-        .bind(self.op)
-        .bind(self.external_ref)
-        .bind(self.idempotency_key)
-        .bind(self.at_ms)
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
-    }
 }
 
 fn parse_document(id: &str, body: &str) -> Result<Value> {
@@ -435,84 +346,4 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or_default()
-}
-
-/// sha256 (hex) of the collection and the canonical JSON of the body, so that a retried
-/// request matches however its client ordered the keys.
-fn request_hash(collection: &str, doc: &Map<String, Value>) -> String {
-    let mut canonical = String::new();
-    write_canonical(&Value::Object(doc.clone()), &mut canonical);
-    let digest = Sha256::new()
-        .chain_update(collection.as_bytes())
-        .chain_update(b"\n")
-        .chain_update(canonical.as_bytes())
-        .finalize();
-    digest.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// JSON with object keys sorted at every level. Done by hand rather than relying on
-/// serde_json's map ordering, which flips if any crate in the build enables `preserve_order`.
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (key, value)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_canonical(value, out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn object(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(map) => map,
-            other => panic!("not an object: {other}"),
-        }
-    }
-
-    #[test]
-    fn request_hash_ignores_key_order() {
-        let a = object(json!({"b": 1, "a": {"y": [1, {"q": 2, "p": 3}], "x": null}}));
-        let b = object(json!({"a": {"x": null, "y": [1, {"p": 3, "q": 2}]}, "b": 1}));
-        assert_eq!(request_hash("users", &a), request_hash("users", &b));
-    }
-
-    #[test]
-    fn request_hash_depends_on_collection_and_values() {
-        let a = object(json!({"name": "x"}));
-        let b = object(json!({"name": "y"}));
-        assert_ne!(request_hash("users", &a), request_hash("users", &b));
-        assert_ne!(request_hash("users", &a), request_hash("groups", &a));
-    }
-
-    #[test]
-    fn canonical_json_sorts_keys() {
-        let mut out = String::new();
-        write_canonical(&json!({"b": "\"", "a": [true, 1.5]}), &mut out);
-        assert_eq!(out, r#"{"a":[true,1.5],"b":"\""}"#);
-    }
 }
