@@ -16,7 +16,7 @@
 //! instead of `url` and `account_column`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Deserialize;
 

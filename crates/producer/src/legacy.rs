@@ -154,24 +154,42 @@ impl Legacy {
         }
     }
 
-    /// Rows of `table` for `account` with a version above `after`, in version order.
+    /// The highest version in `table` for `account` (0 when empty).
+    pub async fn max_version(&self, account: &str, table: &str) -> Result<i64> {
+        let db = self.database(account)?;
+        let info = db.table(table)?;
+        let (filter, binds) = db.account_clause(account, 1);
+        let sql = format!(
+            "SELECT MAX({}) AS v FROM {} WHERE 1 = 1{filter}",
+            quote(&info.config.version_column),
+            quote(table),
+        );
+        let rows = db.query(&sql, &binds).await?;
+        Ok(match rows.first().and_then(|r| r.get("v")) {
+            Some(Value::Long(v)) => *v,
+            _ => 0,
+        })
+    }
+
+    /// Rows of `table` for `account` with a version in `(after, upto]`, in version order.
     pub async fn changes(
         &self,
         account: &str,
         table: &str,
-        after: i64,
+        (after, upto): (i64, i64),
         limit: usize,
     ) -> Result<Vec<LegacyRow>> {
         let db = self.database(account)?;
         let info = db.table(table)?;
         let version = quote(&info.config.version_column);
-        let (filter, binds) = db.account_clause(account, 2);
+        let (filter, binds) = db.account_clause(account, 3);
         let sql = format!(
-            "SELECT {} FROM {} WHERE {version} > $1{filter} ORDER BY {version} LIMIT {limit}",
+            "SELECT {} FROM {} WHERE {version} > $1 AND {version} <= $2{filter} \
+             ORDER BY {version} LIMIT {limit}",
             info.select_list,
             quote(table),
         );
-        let mut all = vec![Bind::Int(after)];
+        let mut all = vec![Bind::Int(after), Bind::Int(upto)];
         all.extend(binds);
         db.query(&sql, &all)
             .await?

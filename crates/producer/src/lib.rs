@@ -219,16 +219,30 @@ impl Producer {
         }
     }
 
-    /// One account: every table in configured order, batch after batch until caught up.
+    /// One account: every table in configured order, batch after batch, up to the versions
+    /// that existed when the cycle started.
+    ///
+    /// The upper bound makes each cycle a consistent cut: a row and the row it refers to
+    /// (written earlier, so with a lower version) land in the same cycle or the referenced one
+    /// in an earlier cycle, and tables in dependency order publish the referenced row first.
     pub async fn cycle_account(&self, account: &str) -> Result<u64> {
         let epoch = self.store.epoch(account).await?;
+        let mut upto = 0;
+        for table in self.legacy.tables() {
+            upto = upto.max(self.legacy.max_version(account, &table.name).await?);
+        }
         let mut published = 0;
         for table in self.legacy.tables() {
             loop {
                 let high_water = self.store.high_water(account, &table.name).await?;
                 let rows = self
                     .legacy
-                    .changes(account, &table.name, high_water, self.options.batch_size)
+                    .changes(
+                        account,
+                        &table.name,
+                        (high_water, upto),
+                        self.options.batch_size,
+                    )
                     .await?;
                 if rows.is_empty() {
                     break;

@@ -1,0 +1,33 @@
+-- The consumer's store: the ID map (legacy root key → cloud id, with the hash of the document
+-- last written), the source mirror (latest row image per legacy key, tombstones included) and
+-- the applied position of each partition, all written in one transaction per event.
+CREATE TABLE IF NOT EXISTS consumer_id_map (
+    account TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    root_key TEXT NOT NULL,
+    cloud_id TEXT NOT NULL,
+    doc_hash TEXT NOT NULL,
+    PRIMARY KEY (account, resource, root_key)
+);
+
+CREATE TABLE IF NOT EXISTS consumer_mirror (
+    account TEXT NOT NULL,
+    entity_type TEXT NOT NULL,
+    entity_id TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    version BIGINT NOT NULL,
+    parent TEXT,
+    data TEXT,
+    PRIMARY KEY (account, entity_type, entity_id)
+);
+
+CREATE INDEX IF NOT EXISTS consumer_mirror_by_parent
+    ON consumer_mirror (account, entity_type, parent);
+
+CREATE TABLE IF NOT EXISTS consumer_offsets (
+    consumer_group TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    partition_id BIGINT NOT NULL,
+    next_offset BIGINT NOT NULL,
+    PRIMARY KEY (consumer_group, topic, partition_id)
+);

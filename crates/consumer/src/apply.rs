@@ -1,0 +1,337 @@
+//! Applying one event: render the affected cloud documents through the mapping, send the
+//! idempotent API calls, then record mirror, ID map and position in one transaction.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use serde_json::{Map, Value as Json};
+use sha2::{Digest, Sha256};
+use tandem_event::{ChangeEvent, Kind, Row};
+
+use crate::client::{ApiError, CloudClient};
+use crate::mapping::{Mapping, RenderError, Resource};
+use crate::store::{Bookkeeping, Mapped, MirrorRow, Position, ResourceKey, Store};
+use crate::{Error, Result};
+
+/// References are created dependency-first up to this depth; deeper chains mean a bad mapping.
+const MAX_DEPENDENCY_DEPTH: usize = 8;
+
+/// What became of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its effects are in the cloud and its bookkeeping is committed.
+    Applied,
+    /// It was already applied (a re-delivery or an older version), or it carries nothing to
+    /// apply; only the position moved.
+    Skipped,
+}
+
+/// Applies events to the cloud through the mapping.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    mapping: std::sync::Arc<Mapping>,
+    store: Store,
+    client: CloudClient,
+}
+
+/// The deterministic `Idempotency-Key` of a create.
+pub fn idempotency_key(account: &str, resource: &str, root_key: &str, epoch: i64) -> String {
+    let mut hash = Sha256::new();
+    for part in [account, resource, root_key] {
+        hash.update((part.len() as u64).to_be_bytes());
+        hash.update(part.as_bytes());
+    }
+    hash.update(epoch.to_be_bytes());
+    hex(&hash.finalize()[..16])
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn document_hash(doc: &Map<String, Json>) -> String {
+    // serde_json's map keeps keys sorted, so equal documents serialize equally.
+    let text = serde_json::to_string(doc).unwrap_or_default();
+    hex(&Sha256::digest(text.as_bytes())[..16])
+}
+
+/// The state of one event being applied: the changed row laid over the mirror, and the cloud
+/// ids learned or dropped so far (written only when the whole event succeeded).
+struct Session<'a> {
+    engine: &'a Engine,
+    event: &'a ChangeEvent,
+    row: MirrorRow,
+    ids: HashMap<ResourceKey, Option<Mapped>>,
+}
+
+impl Engine {
+    pub fn new(mapping: std::sync::Arc<Mapping>, store: Store, client: CloudClient) -> Self {
+        Engine {
+            mapping,
+            store,
+            client,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Applies `event`, recording `position` with its bookkeeping.
+    pub async fn apply(&self, event: &ChangeEvent, position: Option<Position>) -> Result<Outcome> {
+        let account = &event.account_id;
+        let data = match event.kind {
+            Kind::Created | Kind::Updated => event.data.clone(),
+            Kind::Deleted => None,
+            // Markers carry no row; restores and snapshot sweeps are handled by later work.
+            Kind::DatabaseRestored | Kind::SnapshotBegin | Kind::SnapshotEnd => {
+                return self.skip(account, position).await;
+            }
+        };
+        let old = self
+            .store
+            .mirror(account, &event.entity_type, &event.entity_id)
+            .await?;
+        if let Some(old) = &old {
+            if (old.epoch, old.version) >= (event.epoch, event.version) {
+                return self.skip(account, position).await;
+            }
+        }
+        let parent = data
+            .as_ref()
+            .and_then(|row| self.mapping.parent_key(&event.entity_type, row));
+        let mut session = Session {
+            engine: self,
+            event,
+            row: MirrorRow {
+                epoch: event.epoch,
+                version: event.version,
+                parent: parent.clone(),
+                data,
+            },
+            ids: HashMap::new(),
+        };
+        let deleted = session.row.data.is_none();
+        for resource in self.mapping.rooted_at(&event.entity_type) {
+            if deleted {
+                session.delete(resource, &event.entity_id).await?;
+            } else {
+                session.ensure(resource, &event.entity_id, 0).await?;
+            }
+        }
+        if let Some((resource, _)) = self.mapping.embedding(&event.entity_type) {
+            let old_parent = old.and_then(|o| o.parent);
+            let mut parents: Vec<String> = parent.into_iter().chain(old_parent).collect();
+            parents.dedup();
+            for parent in parents {
+                session.ensure(resource, &parent, 0).await?;
+            }
+        }
+        let book = Bookkeeping {
+            mirror: vec![(
+                event.entity_type.clone(),
+                event.entity_id.clone(),
+                session.row,
+            )],
+            ids: session.ids.into_iter().collect(),
+            position,
+        };
+        self.store.commit(account, &book).await?;
+        Ok(Outcome::Applied)
+    }
+
+    /// Records only a position: for a message that was dead-lettered instead of applied.
+    pub async fn skip_position(&self, position: Position) -> Result<()> {
+        self.skip("", Some(position)).await.map(drop)
+    }
+
+    async fn skip(&self, account: &str, position: Option<Position>) -> Result<Outcome> {
+        if position.is_some() {
+            let book = Bookkeeping {
+                position,
+                ..Bookkeeping::default()
+            };
+            self.store.commit(account, &book).await?;
+        }
+        Ok(Outcome::Skipped)
+    }
+}
+
+impl Session<'_> {
+    fn account(&self) -> &str {
+        &self.event.account_id
+    }
+
+    /// A legacy row as of this event: the changed row itself, else the mirror's image.
+    async fn row(&self, entity_type: &str, entity_id: &str) -> Result<Option<Row>> {
+        if entity_type == self.event.entity_type && entity_id == self.event.entity_id {
+            return Ok(self.row.data.clone());
+        }
+        let stored = self
+            .engine
+            .store
+            .mirror(self.account(), entity_type, entity_id)
+            .await?;
+        Ok(stored.and_then(|m| m.data))
+    }
+
+    /// Children of `entity_type` under `parent`, as of this event.
+    async fn children(&self, entity_type: &str, parent: &str) -> Result<Vec<(String, Row)>> {
+        let mut children = self
+            .engine
+            .store
+            .children(self.account(), entity_type, parent)
+            .await?;
+        if entity_type == self.event.entity_type {
+            children.retain(|(id, _)| *id != self.event.entity_id);
+            if let (Some(data), Some(p)) = (&self.row.data, &self.row.parent) {
+                if p == parent {
+                    children.push((self.event.entity_id.clone(), data.clone()));
+                }
+            }
+        }
+        Ok(children)
+    }
+
+    async fn cloud_id(&self, resource: &str, root_key: &str) -> Result<Option<Mapped>> {
+        let key = (resource.to_owned(), root_key.to_owned());
+        if let Some(known) = self.ids.get(&key) {
+            return Ok(known.clone());
+        }
+        self.engine
+            .store
+            .cloud_id(self.account(), resource, root_key)
+            .await
+    }
+
+    /// Brings the cloud document of `resource` for `root_key` up to date with the legacy rows,
+    /// creating resources it refers to first when their rows are known but not yet created.
+    fn ensure<'s>(
+        &'s mut self,
+        resource: &'s Resource,
+        root_key: &'s str,
+        depth: usize,
+    ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 's>> {
+        Box::pin(async move {
+            let Some(root) = self.row(&resource.root, root_key).await? else {
+                // The root row is unknown or deleted: nothing to bring up to date.
+                return Ok(());
+            };
+            let mut children = Vec::new();
+            for embed in &resource.embeds {
+                children.push(self.children(&embed.entity, root_key).await?);
+            }
+            let doc = loop {
+                // Resolve references against what is known so far.
+                let mut refs: HashMap<(String, String), Option<String>> = HashMap::new();
+                for (_, expr) in resource.all_fields() {
+                    if let crate::mapping::Expr::Ref {
+                        resource: target,
+                        column,
+                    } = expr
+                    {
+                        let rows =
+                            std::iter::once(&root).chain(children.iter().flatten().map(|(_, r)| r));
+                        for row in rows {
+                            if let Some(value) =
+                                row.get(column).filter(|v| **v != tandem_event::Value::Null)
+                            {
+                                let key = tandem_event::canonical_key(std::slice::from_ref(value));
+                                let id = self.cloud_id(target, &key).await?.map(|(id, _)| id);
+                                refs.insert((target.clone(), key), id);
+                            }
+                        }
+                    }
+                }
+                let rendered = self.engine.mapping.render(
+                    resource,
+                    root_key,
+                    &root,
+                    &children,
+                    &mut |r, k| refs.get(&(r.to_owned(), k.to_owned())).cloned().flatten(),
+                );
+                match rendered {
+                    Ok(doc) => break doc,
+                    Err(RenderError::Unresolved {
+                        resource: target,
+                        key,
+                    }) => {
+                        let dependency = self.engine.mapping.resource(&target);
+                        let known = match dependency {
+                            Some(dep) => self.row(&dep.root, &key).await?.is_some(),
+                            None => false,
+                        };
+                        match dependency {
+                            Some(dep) if known && depth < MAX_DEPENDENCY_DEPTH => {
+                                self.ensure(dep, &key, depth + 1).await?;
+                            }
+                            _ => {
+                                return Err(Error::Unresolved {
+                                    resource: resource.name.clone(),
+                                    root_key: root_key.to_owned(),
+                                    target,
+                                    key,
+                                })
+                            }
+                        }
+                    }
+                    Err(e @ RenderError::Coerce { .. }) => {
+                        return Err(Error::Render {
+                            resource: resource.name.clone(),
+                            root_key: root_key.to_owned(),
+                            source: e,
+                        })
+                    }
+                }
+            };
+            let hash = document_hash(&doc);
+            let account = self.account().to_owned();
+            let map_key = (resource.name.clone(), root_key.to_owned());
+            match self.cloud_id(&resource.name, root_key).await? {
+                Some((_, old_hash)) if old_hash == hash => {}
+                Some((id, _)) => {
+                    self.engine
+                        .client
+                        .update(&account, &resource.collection, &id, &doc)
+                        .await
+                        .map_err(|e| api_error(resource, root_key, e))?;
+                    self.ids.insert(map_key, Some((id, hash)));
+                }
+                None => {
+                    let key = idempotency_key(&account, &resource.name, root_key, self.event.epoch);
+                    let id = self
+                        .engine
+                        .client
+                        .create(&account, &resource.collection, &doc, &key)
+                        .await
+                        .map_err(|e| api_error(resource, root_key, e))?;
+                    self.ids.insert(map_key, Some((id, hash)));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn delete(&mut self, resource: &Resource, root_key: &str) -> Result<()> {
+        if let Some((id, _)) = self.cloud_id(&resource.name, root_key).await? {
+            let account = self.account().to_owned();
+            self.engine
+                .client
+                .delete(&account, &resource.collection, &id)
+                .await
+                .map_err(|e| api_error(resource, root_key, e))?;
+            self.ids
+                .insert((resource.name.clone(), root_key.to_owned()), None);
+        }
+        Ok(())
+    }
+}
+
+fn api_error(resource: &Resource, root_key: &str, source: ApiError) -> Error {
+    Error::Api {
+        resource: resource.name.clone(),
+        root_key: root_key.to_owned(),
+        source,
+    }
+}

@@ -1,0 +1,250 @@
+//! The REST client for the cloud API: creates with an `Idempotency-Key`, updates, deletes that
+//! tolerate 404, listing, and retries of transient failures with exponential backoff and jitter.
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use reqwest::{Method, StatusCode};
+use serde_json::{Map, Value as Json};
+use tracing::debug;
+
+/// Why an API call failed, sorted by what the caller should do about it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// Worth retrying: timeouts, connection errors, 5xx, 429.
+    #[error("transient: {message}")]
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The API rejected the request; retrying the same request will not help.
+    #[error("rejected with {status}: {body}")]
+    Permanent { status: u16, body: String },
+    #[error("not found")]
+    NotFound,
+}
+
+impl ApiError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, ApiError::Transient { .. })
+    }
+}
+
+/// One entry of the cloud's audit log (cloudsim's `/admin/audit`).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    pub account: String,
+    pub collection: String,
+    pub id: String,
+    pub op: String,
+    pub external_ref: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CloudClient {
+    http: reqwest::Client,
+    base: String,
+    retry: ExponentialBuilder,
+}
+
+impl CloudClient {
+    /// `base` is the API root, e.g. `http://127.0.0.1:8080`; `attempts` caps tries per call.
+    pub fn new(base: &str, timeout: Duration, attempts: usize) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_max_idle_per_host(64)
+            .build()
+            .unwrap_or_default();
+        CloudClient {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            retry: ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(20))
+                .with_max_delay(Duration::from_secs(5))
+                .with_max_times(attempts.saturating_sub(1))
+                .with_jitter(),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, account: &str, collection: &str, id: Option<&str>) -> String {
+        match id {
+            Some(id) => format!("{}/v1/accounts/{account}/{collection}/{id}", self.base),
+            None => format!("{}/v1/accounts/{account}/{collection}", self.base),
+        }
+    }
+
+    /// One request, retried while it fails transiently; a `Retry-After` overrides the backoff.
+    async fn call(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Map<String, Json>>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Json, ApiError> {
+        let once = || async {
+            let mut request = self.http.request(method.clone(), url);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            if let Some(key) = idempotency_key {
+                request = request.header("Idempotency-Key", key);
+            }
+            let response = request.send().await.map_err(transient)?;
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            // A body that breaks off is a transient failure even after a success status: the
+            // change may or may not have been applied, and the retry is idempotent.
+            let bytes = response.bytes().await.map_err(transient)?;
+            let text = String::from_utf8_lossy(&bytes);
+            match status {
+                s if s.is_success() => Ok(if bytes.is_empty() {
+                    Json::Null
+                } else {
+                    serde_json::from_slice(&bytes).map_err(|e| ApiError::Transient {
+                        message: format!("response is not JSON: {e}"),
+                        retry_after: None,
+                    })?
+                }),
+                StatusCode::NOT_FOUND => Err(ApiError::NotFound),
+                StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {
+                    Err(ApiError::Transient {
+                        message: format!("{status}: {text}"),
+                        retry_after,
+                    })
+                }
+                s if s.is_server_error() => Err(ApiError::Transient {
+                    message: format!("{status}: {text}"),
+                    retry_after,
+                }),
+                s => Err(ApiError::Permanent {
+                    status: s.as_u16(),
+                    body: text.into_owned(),
+                }),
+            }
+        };
+        once.retry(self.retry)
+            .when(ApiError::is_transient)
+            .adjust(|error, delay| match (error, delay) {
+                (
+                    ApiError::Transient {
+                        retry_after: Some(wait),
+                        ..
+                    },
+                    Some(_),
+                ) => Some(*wait),
+                _ => delay,
+            })
+            .notify(|error, delay| debug!(%url, %error, ?delay, "retrying cloud call"))
+            .await
+    }
+
+    /// Creates a document; the same key and body always yield the same resource.
+    pub async fn create(
+        &self,
+        account: &str,
+        collection: &str,
+        doc: &Map<String, Json>,
+        idempotency_key: &str,
+    ) -> Result<String, ApiError> {
+        let url = self.url(account, collection, None);
+        let created = self
+            .call(Method::POST, &url, Some(doc), Some(idempotency_key))
+            .await?;
+        created
+            .get("id")
+            .and_then(Json::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::Permanent {
+                status: 201,
+                body: format!("create answered without an id: {created}"),
+            })
+    }
+
+    pub async fn update(
+        &self,
+        account: &str,
+        collection: &str,
+        id: &str,
+        doc: &Map<String, Json>,
+    ) -> Result<(), ApiError> {
+        let url = self.url(account, collection, Some(id));
+        self.call(Method::PUT, &url, Some(doc), None)
+            .await
+            .map(drop)
+    }
+
+    /// Deletes a document; one that is already gone counts as deleted.
+    pub async fn delete(&self, account: &str, collection: &str, id: &str) -> Result<(), ApiError> {
+        let url = self.url(account, collection, Some(id));
+        match self.call(Method::DELETE, &url, None, None).await {
+            Ok(_) | Err(ApiError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every document of a collection, following pages.
+    pub async fn list(&self, account: &str, collection: &str) -> Result<Vec<Json>, ApiError> {
+        let mut items = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut url = format!("{}?limit=1000", self.url(account, collection, None));
+            if let Some(after) = &after {
+                url.push_str(&format!("&after={after}"));
+            }
+            let page = self.call(Method::GET, &url, None, None).await?;
+            if let Some(page_items) = page.get("items").and_then(Json::as_array) {
+                items.extend(page_items.iter().cloned());
+            }
+            match page.get("next").and_then(Json::as_str) {
+                Some(next) => after = Some(next.to_owned()),
+                None => return Ok(items),
+            }
+        }
+    }
+
+    /// The audit log of an account, where the cloud offers one (cloudsim does); `None` if not.
+    pub async fn audit(&self, account: &str) -> Result<Option<Vec<AuditEntry>>, ApiError> {
+        let mut entries = Vec::new();
+        let mut after = 0i64;
+        loop {
+            let url = format!(
+                "{}/admin/audit?account={account}&after={after}&limit=10000",
+                self.base
+            );
+            let page = match self.call(Method::GET, &url, None, None).await {
+                Ok(page) => page,
+                Err(ApiError::NotFound) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            let batch: Vec<AuditEntry> = serde_json::from_value(
+                page.get("entries").cloned().unwrap_or_default(),
+            )
+            .map_err(|e| ApiError::Permanent {
+                status: 200,
+                body: format!("audit log is not in the expected shape: {e}"),
+            })?;
+            entries.extend(batch);
+            match page.get("next").and_then(Json::as_i64) {
+                Some(next) => after = next,
+                None => return Ok(Some(entries)),
+            }
+        }
+    }
+}
+
+fn transient(e: reqwest::Error) -> ApiError {
+    ApiError::Transient {
+        message: e.to_string(),
+        retry_after: None,
+    }
+}

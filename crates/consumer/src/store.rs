@@ -1,0 +1,231 @@
+//! The consumer's store (SQLite or PostgreSQL, chosen by URL): ID map, source mirror and
+//! applied partition positions.
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+use tandem_event::Row;
+
+use crate::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+/// The latest image of one legacy row; `data` is `None` once the row was deleted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MirrorRow {
+    pub epoch: i64,
+    pub version: i64,
+    pub parent: Option<String>,
+    pub data: Option<Row>,
+}
+
+/// A Kafka position: the next offset to apply in one partition of one topic for one group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Position {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+}
+
+/// (resource, root key): what the ID map is keyed by within an account.
+pub type ResourceKey = (String, String);
+/// (cloud id, hash of the document last written).
+pub type Mapped = (String, String);
+
+/// Everything one event changes in the store, written in one transaction.
+#[derive(Debug, Default)]
+pub struct Bookkeeping {
+    /// (entity_type, entity_id, row)
+    pub mirror: Vec<(String, String, MirrorRow)>,
+    /// (resource, root_key) → Some((cloud id, document hash)), or None when deleted.
+    pub ids: Vec<(ResourceKey, Option<Mapped>)>,
+    pub position: Option<Position>,
+}
+
+fn with_create(url: &str) -> String {
+    if url.starts_with("sqlite:") && !url.contains("mode=") && !url.contains(":memory:") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}mode=rwc")
+    } else {
+        url.to_owned()
+    }
+}
+
+impl Store {
+    pub async fn open(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(if url.starts_with("sqlite:") { 1 } else { 8 })
+            .connect(&with_create(url))
+            .await
+            .map_err(|source| Error::Connect {
+                what: "consumer store",
+                url: url.to_owned(),
+                source,
+            })?;
+        let mut migrator = sqlx::migrate!();
+        // The producer may keep its tables in the same database, with migrations of its own.
+        migrator.set_ignore_missing(true);
+        migrator.run(&pool).await.map_err(Error::Migrate)?;
+        Ok(Store { pool })
+    }
+
+    pub async fn mirror(
+        &self,
+        account: &str,
+        entity_type: &str,
+        entity_id: &str,
+    ) -> Result<Option<MirrorRow>> {
+        let row: Option<(i64, i64, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT epoch, version, parent, data FROM consumer_mirror \
+             WHERE account = $1 AND entity_type = $2 AND entity_id = $3",
+        )
+        .bind(account)
+        .bind(entity_type)
+        .bind(entity_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|(epoch, version, parent, data)| {
+            Ok(MirrorRow {
+                epoch,
+                version,
+                parent,
+                data: data.map(|d| serde_json::from_str(&d)).transpose()?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Live child rows of `entity_type` whose parent key is `parent`.
+    pub async fn children(
+        &self,
+        account: &str,
+        entity_type: &str,
+        parent: &str,
+    ) -> Result<Vec<(String, Row)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT entity_id, data FROM consumer_mirror \
+             WHERE account = $1 AND entity_type = $2 AND parent = $3 AND data IS NOT NULL",
+        )
+        .bind(account)
+        .bind(entity_type)
+        .bind(parent)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, data)| Ok((id, serde_json::from_str(&data)?)))
+            .collect()
+    }
+
+    /// The cloud id and document hash recorded for a resource.
+    pub async fn cloud_id(
+        &self,
+        account: &str,
+        resource: &str,
+        root_key: &str,
+    ) -> Result<Option<Mapped>> {
+        Ok(sqlx::query_as(
+            "SELECT cloud_id, doc_hash FROM consumer_id_map \
+             WHERE account = $1 AND resource = $2 AND root_key = $3",
+        )
+        .bind(account)
+        .bind(resource)
+        .bind(root_key)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The next offset to apply for a partition, if one was ever recorded.
+    pub async fn position(&self, group: &str, topic: &str, partition: i32) -> Result<Option<i64>> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT next_offset FROM consumer_offsets \
+             WHERE consumer_group = $1 AND topic = $2 AND partition_id = $3",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(i64::from(partition))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(o,)| o))
+    }
+
+    /// Writes an event's bookkeeping and the partition position in one transaction.
+    pub async fn commit(&self, account: &str, book: &Bookkeeping) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (entity_type, entity_id, row) in &book.mirror {
+            let data = row.data.as_ref().map(serde_json::to_string).transpose()?;
+            sqlx::query(
+                "INSERT INTO consumer_mirror \
+                 (account, entity_type, entity_id, epoch, version, parent, data) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (account, entity_type, entity_id) DO UPDATE SET \
+                 epoch = excluded.epoch, version = excluded.version, \
+                 parent = excluded.parent, data = excluded.data",
+            )
+            .bind(account)
+            .bind(entity_type)
+            .bind(entity_id)
+            .bind(row.epoch)
+            .bind(row.version)
+            .bind(row.parent.clone())
+            .bind(data)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for ((resource, root_key), id) in &book.ids {
+            match id {
+                Some((cloud_id, hash)) => {
+                    sqlx::query(
+                        "INSERT INTO consumer_id_map \
+                         (account, resource, root_key, cloud_id, doc_hash) \
+                         VALUES ($1, $2, $3, $4, $5) \
+                         ON CONFLICT (account, resource, root_key) DO UPDATE SET \
+                         cloud_id = excluded.cloud_id, doc_hash = excluded.doc_hash",
+                    )
+                    .bind(account)
+                    .bind(resource)
+                    .bind(root_key)
+                    .bind(cloud_id)
+                    .bind(hash)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    sqlx::query(
+                        "DELETE FROM consumer_id_map \
+                         WHERE account = $1 AND resource = $2 AND root_key = $3",
+                    )
+                    .bind(account)
+                    .bind(resource)
+                    .bind(root_key)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        if let Some(p) = &book.position {
+            sqlx::query(
+                "INSERT INTO consumer_offsets (consumer_group, topic, partition_id, next_offset) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (consumer_group, topic, partition_id) \
+                 DO UPDATE SET next_offset = excluded.next_offset",
+            )
+            .bind(&p.group)
+            .bind(&p.topic)
+            .bind(i64::from(p.partition))
+            .bind(p.next_offset)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Self {
+        Error::Internal(format!("stored row image is not valid JSON: {e}"))
+    }
+}

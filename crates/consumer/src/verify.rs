@@ -1,0 +1,161 @@
+//! `verify`: derive the desired cloud documents from legacy rows through the mapping and compare
+//! them with what the cloud holds — missing, extra and different documents per account — and
+//! count duplicate creates in the cloud's audit log.
+//!
+//! Documents are paired by (collection, external ref), and references in the desired documents
+//! are resolved through the cloud's own documents, so the verdict does not depend on the
+//! consumer's store.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use serde_json::{Map, Value as Json};
+use tandem_event::Row;
+
+use crate::client::{ApiError, CloudClient};
+use crate::mapping::Mapping;
+
+/// Legacy rows of one account: entity type → (entity id, row).
+pub type LegacyRows = BTreeMap<String, Vec<(String, Row)>>;
+
+/// The verdict for one account. Each list names `resource/root_key`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct AccountDrift {
+    pub account: String,
+    pub missing: Vec<String>,
+    pub extra: Vec<String>,
+    pub different: Vec<String>,
+    /// Root keys created more than once, per the audit log.
+    pub duplicates: Vec<String>,
+}
+
+impl AccountDrift {
+    pub fn is_clean(&self) -> bool {
+        self.missing.is_empty()
+            && self.extra.is_empty()
+            && self.different.is_empty()
+            && self.duplicates.is_empty()
+    }
+}
+
+/// Totals over accounts.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Totals {
+    pub missing: usize,
+    pub extra: usize,
+    pub different: usize,
+    pub duplicates: usize,
+}
+
+impl Totals {
+    pub fn of(accounts: &[AccountDrift]) -> Totals {
+        accounts.iter().fold(Totals::default(), |t, a| Totals {
+            missing: t.missing + a.missing.len(),
+            extra: t.extra + a.extra.len(),
+            different: t.different + a.different.len(),
+            duplicates: t.duplicates + a.duplicates.len(),
+        })
+    }
+}
+
+/// Compares one account's legacy rows (through the mapping) with the cloud.
+pub async fn verify_account(
+    mapping: &Mapping,
+    account: &str,
+    legacy: &LegacyRows,
+    cloud: &CloudClient,
+) -> Result<AccountDrift, ApiError> {
+    let ref_field = &mapping.external_ref_field;
+    // resource → external ref → cloud document
+    let mut actual: HashMap<&str, BTreeMap<String, Map<String, Json>>> = HashMap::new();
+    let mut drift = AccountDrift {
+        account: account.to_owned(),
+        ..AccountDrift::default()
+    };
+    for resource in &mapping.resources {
+        let docs = actual.entry(&resource.name).or_default();
+        for doc in cloud.list(account, &resource.collection).await? {
+            let Json::Object(doc) = doc else { continue };
+            match doc.get(ref_field).and_then(Json::as_str) {
+                Some(key) => {
+                    docs.insert(key.to_owned(), doc.clone());
+                }
+                None => drift.extra.push(format!(
+                    "{}/{}",
+                    resource.name,
+                    doc.get("id").and_then(Json::as_str).unwrap_or("?")
+                )),
+            }
+        }
+    }
+    let empty = Vec::new();
+    for resource in &mapping.resources {
+        let roots = legacy.get(&resource.root).unwrap_or(&empty);
+        let children: Vec<HashMap<String, Vec<(String, Row)>>> = resource
+            .embeds
+            .iter()
+            .map(|embed| {
+                let mut by_parent: HashMap<String, Vec<(String, Row)>> = HashMap::new();
+                for (id, row) in legacy.get(&embed.entity).unwrap_or(&empty) {
+                    if let Some(parent) = mapping.parent_key(&embed.entity, row) {
+                        by_parent
+                            .entry(parent)
+                            .or_default()
+                            .push((id.clone(), row.clone()));
+                    }
+                }
+                by_parent
+            })
+            .collect();
+        let docs = &actual[resource.name.as_str()];
+        for (key, row) in roots {
+            let kids: Vec<Vec<(String, Row)>> = children
+                .iter()
+                .map(|by_parent| by_parent.get(key).cloned().unwrap_or_default())
+                .collect();
+            let label = format!("{}/{key}", resource.name);
+            let Some(cloud_doc) = docs.get(key) else {
+                drift.missing.push(label);
+                continue;
+            };
+            let desired = mapping.render(resource, key, row, &kids, &mut |target, k| {
+                Some(
+                    actual
+                        .get(target)
+                        .and_then(|d| d.get(k))
+                        .and_then(|d| d.get("id"))
+                        .and_then(Json::as_str)
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| format!("<no {target} {k} in the cloud>")),
+                )
+            });
+            let mut cloud_doc = cloud_doc.clone();
+            cloud_doc.remove("id");
+            if desired.ok() != Some(cloud_doc) {
+                drift.different.push(label);
+            }
+        }
+        let wanted: std::collections::HashSet<&String> = roots.iter().map(|(k, _)| k).collect();
+        drift.extra.extend(
+            docs.keys()
+                .filter(|k| !wanted.contains(k))
+                .map(|k| format!("{}/{k}", resource.name)),
+        );
+    }
+    if let Some(entries) = cloud.audit(account).await? {
+        let mut creates: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for entry in entries.iter().filter(|e| e.op == "create") {
+            if let Some(key) = &entry.external_ref {
+                *creates
+                    .entry((entry.collection.clone(), key.clone()))
+                    .or_default() += 1;
+            }
+        }
+        drift.duplicates = creates
+            .into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|((collection, key), n)| format!("{collection}/{key} ×{n}"))
+            .collect();
+    }
+    Ok(drift)
+}
