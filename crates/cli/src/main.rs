@@ -1,1 +1,27 @@
-fn main() {}
+//! The `tandem` binary: parse arguments, set up logging, run, map errors to exit codes.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() {
+    let cli = tandem_cli::cli::Cli::parse();
+    let default_level = match cli.command {
+        tandem_cli::cli::Command::Demo(_) | tandem_cli::cli::Command::Verify(_) => "warn",
+        _ => "info",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let code = match tandem_cli::cli::run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("tandem: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}

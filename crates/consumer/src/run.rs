@@ -50,8 +50,11 @@ pub struct Stats {
     pub applied: AtomicU64,
     pub skipped: AtomicU64,
     pub dead_lettered: AtomicU64,
-    /// Legacy change → visible in the cloud, in milliseconds, per applied event.
-    pub latencies_ms: Mutex<Vec<u64>>,
+    /// Partitions currently assigned to this member.
+    pub assigned_partitions: AtomicU64,
+    /// Per applied event: when it happened in the legacy database (epoch millis) and how long
+    /// until it was visible in the cloud (millis).
+    pub latencies_ms: Mutex<Vec<(i64, u64)>>,
 }
 
 /// Positions read from the store, per (topic, partition); emptied on every rebalance so a newly
@@ -60,6 +63,7 @@ type Positions = Arc<Mutex<HashMap<(String, i32), i64>>>;
 
 struct Context {
     positions: Positions,
+    stats: Arc<Stats>,
 }
 
 impl ClientContext for Context {}
@@ -67,8 +71,16 @@ impl ClientContext for Context {}
 impl ConsumerContext for Context {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
-            Rebalance::Assign(tpl) => info!(partitions = tpl.count(), "partitions assigned"),
-            Rebalance::Revoke(tpl) => info!(partitions = tpl.count(), "partitions revoked"),
+            Rebalance::Assign(tpl) => {
+                info!(partitions = tpl.count(), "partitions assigned");
+                self.stats
+                    .assigned_partitions
+                    .store(tpl.count() as u64, Ordering::Relaxed);
+            }
+            Rebalance::Revoke(tpl) => {
+                info!(partitions = tpl.count(), "partitions revoked");
+                self.stats.assigned_partitions.store(0, Ordering::Relaxed);
+            }
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
         }
         if let Ok(mut positions) = self.positions.lock() {
@@ -109,6 +121,7 @@ impl Consumer {
             source,
         };
         let positions = Positions::default();
+        let stats = Arc::<Stats>::default();
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &options.brokers)
@@ -117,13 +130,16 @@ impl Consumer {
             // Kafka-side commits follow the store: an offset is stored only once applied.
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000");
+            .set("session.timeout.ms", "10000")
+            // Changes should be visible in well under a second; don't let fetches idle long.
+            .set("fetch.wait.max.ms", "100");
         for (key, value) in &options.kafka {
             config.set(key, value);
         }
         let consumer: StreamConsumer<Context> = config
             .create_with_context(Context {
                 positions: positions.clone(),
+                stats: stats.clone(),
             })
             .map_err(broker_error)?;
         consumer
@@ -142,7 +158,7 @@ impl Consumer {
             codec: Codec::default(),
             options,
             positions,
-            stats: Arc::default(),
+            stats,
         })
     }
 
@@ -212,6 +228,7 @@ impl Consumer {
     ) -> Result<()> {
         let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
         if offset < self.stored_position(topic, partition).await? {
+            tracing::debug!(partition, offset, "already applied per the store");
             // Applied before, per the store: a re-delivery after a crash or a rebalance.
             return Ok(());
         }
@@ -231,6 +248,7 @@ impl Consumer {
                 return Ok(());
             }
         };
+        tracing::debug!(partition, offset, account = %event.account_id, kind = %event.kind, entity = %event.entity_type, key = %event.entity_id, "applying");
         loop {
             match self.engine.apply(&event, Some(position.clone())).await {
                 Ok(outcome) => {
@@ -264,7 +282,7 @@ impl Consumer {
                 self.stats.applied.fetch_add(1, Ordering::Relaxed);
                 let latency = (now_millis() - event.occurred_at).max(0) as u64;
                 if let Ok(mut latencies) = self.stats.latencies_ms.lock() {
-                    latencies.push(latency);
+                    latencies.push((event.occurred_at, latency));
                 }
             }
             Outcome::Skipped => {

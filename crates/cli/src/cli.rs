@@ -1,0 +1,403 @@
+//! Command-line arguments and what each command does.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use tandem_consumer::mapping::Mapping;
+use tandem_consumer::verify::Totals;
+use tandem_consumer::{CloudClient, Consumer, Engine, Store};
+use tandem_event::Framing;
+use tandem_producer::config::Sources;
+use tandem_producer::legacy::Legacy;
+use tandem_producer::Producer;
+
+use crate::demo::{self, DemoOptions};
+use crate::shutdown_on_signal;
+
+/// Tandem keeps customers' accounts on the cloud platform in step with their legacy data, over
+/// Kafka change streams.
+#[derive(Debug, Parser)]
+#[command(name = "tandem", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole pipeline on the embedded default and verify the result.
+    ///
+    /// Starts an in-process Kafka broker (librdkafka's mock cluster), a SQLite legacy database
+    /// with a workload changing it across many accounts, cloudsim on a loopback port, the producer
+    /// and the consumer; prints progress every second, then verifies the cloud against the legacy
+    /// data. The mock broker keeps little data (it trims old log segments), so the workload is
+    /// kept small: about --rate × --duration changes. Use --brokers for a real Kafka.
+    Demo(DemoArgs),
+    /// Detect changes in legacy databases and publish them to Kafka.
+    Produce(ProduceArgs),
+    /// Apply change events from Kafka to the cloud API.
+    Consume(ConsumeArgs),
+    /// Run cloudsim, the stand-in cloud platform.
+    Cloudsim(CloudsimArgs),
+    /// Compare the cloud with what the legacy data says through the mapping.
+    Verify(VerifyArgs),
+}
+
+/// A librdkafka property, `key=value`.
+fn kafka_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))
+}
+
+#[derive(Debug, Args)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "TANDEM_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// The change-event topic.
+    #[arg(long, env = "TANDEM_TOPIC", default_value = "tandem.changes")]
+    pub topic: String,
+    /// A librdkafka property passed through unchanged and applied last (repeatable).
+    #[arg(short = 'X', long = "kafka", value_name = "KEY=VALUE", value_parser = kafka_property)]
+    pub kafka: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Number of accounts in the legacy database.
+    #[arg(long, env = "TANDEM_DEMO_ACCOUNTS", default_value_t = 20)]
+    pub accounts: usize,
+    /// How long the workload runs, in seconds.
+    #[arg(long, env = "TANDEM_DEMO_DURATION", default_value_t = 20)]
+    pub duration: u64,
+    /// Legacy changes per second across all accounts.
+    #[arg(long, env = "TANDEM_DEMO_RATE", default_value_t = 100)]
+    pub rate: u32,
+    /// Use this Kafka instead of the in-process mock broker.
+    #[arg(long, env = "TANDEM_BROKERS")]
+    pub brokers: Option<String>,
+    /// Store for the producer and consumer (`sqlite://…` or `postgres://…`); SQLite files in
+    /// the demo directory by default.
+    #[arg(long, env = "TANDEM_STORE")]
+    pub store: Option<String>,
+    /// Partitions of the demo topic.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Keep the demo's databases in this directory instead of a temporary one.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Seed of the workload's random choices.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// End with one JSON line on stdout (progress stays on stderr).
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// The sources file: legacy database(s) and tables to watch.
+    #[arg(long, env = "TANDEM_SOURCES", default_value = "sources.toml")]
+    pub sources: PathBuf,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The producer's checkpoint store (`sqlite://…` or `postgres://…`).
+    #[arg(
+        long,
+        env = "TANDEM_PRODUCER_STORE",
+        default_value = "sqlite://tandem-producer.db"
+    )]
+    pub store: String,
+    /// Pause between detection cycles (e.g. 200ms, 5s).
+    #[arg(long, env = "TANDEM_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Rows read and published per batch.
+    #[arg(long, env = "TANDEM_BATCH_SIZE", default_value_t = 500)]
+    pub batch_size: usize,
+    /// Accounts detected at the same time.
+    #[arg(long, env = "TANDEM_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: usize,
+    /// Write Confluent-framed messages with this registered schema id instead of Avro
+    /// single-object encoding.
+    #[arg(long, env = "TANDEM_CONFLUENT_SCHEMA_ID")]
+    pub confluent_schema_id: Option<u32>,
+    /// Create the topic (and its dead-letter topic) with this many partitions if missing.
+    #[arg(long)]
+    pub create_topic: Option<i32>,
+    /// Run one cycle and exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// The mapping file: which cloud resources legacy rows become.
+    #[arg(long, env = "TANDEM_MAPPING", default_value = "mapping.toml")]
+    pub mapping: PathBuf,
+    /// A sources file to check the mapping's tables and columns against at start-up.
+    #[arg(long, env = "TANDEM_SOURCES")]
+    pub sources: Option<PathBuf>,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The consumer group.
+    #[arg(long, env = "TANDEM_GROUP", default_value = "tandem-consumer")]
+    pub group: String,
+    /// Dead-letter topic (default: the topic name + ".dlq").
+    #[arg(long, env = "TANDEM_DEAD_LETTER_TOPIC")]
+    pub dead_letter_topic: Option<String>,
+    /// The consumer's store (`sqlite://…` or `postgres://…`).
+    #[arg(
+        long,
+        env = "TANDEM_CONSUMER_STORE",
+        default_value = "sqlite://tandem-consumer.db"
+    )]
+    pub store: String,
+    /// Base URL of the cloud API.
+    #[arg(
+        long,
+        env = "TANDEM_CLOUD_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub cloud_url: String,
+    /// Timeout of one cloud API request.
+    #[arg(long, env = "TANDEM_CLOUD_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub cloud_timeout: Duration,
+    /// Tries per cloud API call before the event is retried later.
+    #[arg(long, env = "TANDEM_CLOUD_ATTEMPTS", default_value_t = 8)]
+    pub cloud_attempts: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct CloudsimArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TANDEM_CLOUDSIM_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Where cloudsim keeps its data (`sqlite://…`).
+    #[arg(
+        long,
+        env = "TANDEM_CLOUDSIM_DATABASE",
+        default_value = "sqlite://cloudsim.db"
+    )]
+    pub database: String,
+    /// Fraction of requests answered 503.
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Fraction of requests answered 429 with Retry-After.
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_limit_rate: f64,
+    /// Seconds in the Retry-After header of a 429.
+    #[arg(long, default_value_t = 1)]
+    pub retry_after_secs: u64,
+    /// Milliseconds added to every request.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Up to this many more milliseconds, at random.
+    #[arg(long, default_value_t = 0)]
+    pub latency_jitter_ms: u64,
+    /// Fraction of changes applied, then answered by dropping the connection.
+    #[arg(long, default_value_t = 0.0)]
+    pub drop_after_apply_rate: f64,
+    /// Accounts whose every request is rejected with 422 (repeatable).
+    #[arg(long)]
+    pub reject_account: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[arg(long, env = "TANDEM_SOURCES", default_value = "sources.toml")]
+    pub sources: PathBuf,
+    #[arg(long, env = "TANDEM_MAPPING", default_value = "mapping.toml")]
+    pub mapping: PathBuf,
+    /// Base URL of the cloud API.
+    #[arg(
+        long,
+        env = "TANDEM_CLOUD_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub cloud_url: String,
+    /// Only these accounts (repeatable); all accounts of the sources by default.
+    #[arg(long)]
+    pub account: Vec<String>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a parsed command. Returns the process exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Demo(args) => run_demo(args).await,
+        Command::Produce(args) => run_produce(args).await,
+        Command::Consume(args) => run_consume(args).await,
+        Command::Cloudsim(args) => run_cloudsim(args).await,
+        Command::Verify(args) => run_verify(args).await,
+    }
+}
+
+async fn run_demo(args: DemoArgs) -> anyhow::Result<i32> {
+    let report = demo::run(DemoOptions {
+        accounts: args.accounts.max(1),
+        duration: Duration::from_secs(args.duration),
+        rate: args.rate,
+        brokers: args.brokers,
+        store_url: args.store,
+        partitions: args.partitions.max(1),
+        dir: args.dir,
+        progress: true,
+        seed: args.seed,
+        kafka: Vec::new(),
+    })
+    .await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{} accounts, {} events applied; drift: {} missing, {} extra, {} different; {} duplicates; latency p50 {} ms, p99 {} ms",
+            report.accounts,
+            report.events_applied,
+            report.drift.missing,
+            report.drift.extra,
+            report.drift.different,
+            report.duplicates,
+            report.latency_ms.p50,
+            report.latency_ms.p99
+        );
+    }
+    Ok(if report.is_clean() { 0 } else { 1 })
+}
+
+async fn run_produce(args: ProduceArgs) -> anyhow::Result<i32> {
+    let sources = Sources::load(&args.sources)?;
+    if let Some(partitions) = args.create_topic {
+        let k = &args.kafka;
+        tandem_producer::ensure_topic(&k.brokers, &k.topic, partitions, &k.kafka).await?;
+        let dlq = format!("{}.dlq", k.topic);
+        tandem_producer::ensure_topic(&k.brokers, &dlq, 1, &k.kafka).await?;
+    }
+    let framing = match args.confluent_schema_id {
+        Some(schema_id) => Framing::Confluent { schema_id },
+        None => Framing::SingleObject,
+    };
+    let producer = Producer::connect(
+        &sources,
+        &args.sources,
+        tandem_producer::Options {
+            brokers: args.kafka.brokers,
+            topic: args.kafka.topic,
+            store_url: args.store,
+            interval: args.interval,
+            batch_size: args.batch_size.max(1),
+            concurrency: args.concurrency.max(1),
+            framing,
+            kafka: args.kafka.kafka,
+        },
+    )
+    .await?;
+    if args.once {
+        let published = producer.cycle().await?;
+        eprintln!("published {published} events");
+    } else {
+        producer.run(shutdown_on_signal()).await?;
+    }
+    Ok(0)
+}
+
+async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
+    let mapping = Mapping::load(&args.mapping)?;
+    if let Some(path) = &args.sources {
+        let legacy = Legacy::connect(&Sources::load(path)?, path).await?;
+        mapping.check_columns(&legacy.columns())?;
+    }
+    let store = Store::open(&args.store).await?;
+    let client = CloudClient::new(
+        &args.cloud_url,
+        args.cloud_timeout,
+        args.cloud_attempts.max(1),
+    );
+    let engine = Engine::new(Arc::new(mapping), store, client);
+    let dead_letter_topic = args
+        .dead_letter_topic
+        .unwrap_or_else(|| format!("{}.dlq", args.kafka.topic));
+    let consumer = Consumer::new(
+        engine,
+        tandem_consumer::Options {
+            brokers: args.kafka.brokers,
+            topic: args.kafka.topic,
+            group: args.group,
+            dead_letter_topic,
+            kafka: args.kafka.kafka,
+        },
+    )?;
+    consumer.run(shutdown_on_signal()).await?;
+    Ok(0)
+}
+
+async fn run_cloudsim(args: CloudsimArgs) -> anyhow::Result<i32> {
+    let options = tandem_cloudsim::Options {
+        database_url: args.database,
+        faults: tandem_cloudsim::Faults {
+            error_rate: args.error_rate,
+            rate_limit_rate: args.rate_limit_rate,
+            retry_after_secs: args.retry_after_secs,
+            latency_ms: args.latency_ms,
+            latency_jitter_ms: args.latency_jitter_ms,
+            drop_after_apply_rate: args.drop_after_apply_rate,
+            reject_accounts: args.reject_account,
+        },
+    };
+    let server = tandem_cloudsim::CloudSim::bind(args.listen, options).await?;
+    eprintln!("cloudsim listening on {}", server.base_url());
+    server.serve(shutdown_on_signal()).await?;
+    Ok(0)
+}
+
+async fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
+    let sources = Sources::load(&args.sources)?;
+    let mapping = Mapping::load(&args.mapping)?;
+    let legacy = Legacy::connect(&sources, &args.sources).await?;
+    mapping.check_columns(&legacy.columns())?;
+    let accounts = if args.account.is_empty() {
+        legacy.accounts().await?
+    } else {
+        args.account
+    };
+    let client = CloudClient::new(&args.cloud_url, Duration::from_secs(30), 4);
+    let drift = crate::verify::verify_accounts(&legacy, &mapping, &client, &accounts)
+        .await
+        .with_context(|| format!("cannot verify against {}", args.cloud_url))?;
+    let totals = Totals::of(&drift);
+    let clean = drift.iter().all(|a| a.is_clean());
+    if args.json {
+        let report = serde_json::json!({
+            "accounts": drift,
+            "totals": totals,
+            "clean": clean,
+        });
+        println!("{report}");
+    } else {
+        println!(
+            "{:<24} {:>8} {:>8} {:>10} {:>11}",
+            "account", "missing", "extra", "different", "duplicates"
+        );
+        for a in &drift {
+            println!(
+                "{:<24} {:>8} {:>8} {:>10} {:>11}",
+                a.account,
+                a.missing.len(),
+                a.extra.len(),
+                a.different.len(),
+                a.duplicates.len()
+            );
+        }
+        println!(
+            "{:<24} {:>8} {:>8} {:>10} {:>11}",
+            "total", totals.missing, totals.extra, totals.different, totals.duplicates
+        );
+    }
+    Ok(if clean { 0 } else { 1 })
+}

@@ -1,0 +1,357 @@
+//! The demo domain: a legacy property-management database (SQLite, row versions stamped by
+//! triggers) and a workload that keeps changing it across many accounts.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+/// The demo's sources file, with `legacy.url` pointing at `sqlite://legacy.db`.
+pub const SOURCES: &str = include_str!("../../../../deploy/demo/sources.toml");
+/// The demo's mapping file.
+pub const MAPPING: &str = include_str!("../../../../deploy/demo/mapping.toml");
+
+const TABLES: [(&str, &str); 4] = [
+    (
+        "contacts",
+        "first_name TEXT NOT NULL, last_name TEXT NOT NULL, email TEXT",
+    ),
+    (
+        "contact_phones",
+        "contact_id INTEGER NOT NULL, kind TEXT NOT NULL, number TEXT NOT NULL",
+    ),
+    (
+        "properties",
+        "owner_contact_id INTEGER, street TEXT NOT NULL, city TEXT NOT NULL, bedrooms INTEGER",
+    ),
+    (
+        "tenancies",
+        "property_id INTEGER NOT NULL, tenant_contact_id INTEGER NOT NULL, \
+         start_date TEXT NOT NULL, rent TEXT NOT NULL",
+    ),
+];
+
+/// The demo's sources file for a legacy database at `url`.
+pub fn sources_for(url: &str) -> String {
+    SOURCES.replace("sqlite://legacy.db", url)
+}
+
+pub fn now_millis() -> i64 {
+    tandem_producer::now_millis()
+}
+
+/// The legacy database of the demo.
+#[derive(Debug, Clone)]
+pub struct LegacyDb {
+    pool: SqlitePool,
+    pub url: String,
+}
+
+impl LegacyDb {
+    /// Creates the schema (tables, version counter, triggers) in a new SQLite file.
+    pub async fn create(path: &std::path::Path) -> sqlx::Result<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await?;
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS version_counter \
+             (id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL)",
+        )
+        .execute(&pool)
+        .await?;
+        sqlx::query("INSERT OR IGNORE INTO version_counter VALUES (1, 0)")
+            .execute(&pool)
+            .await?;
+        for (table, columns) in TABLES {
+            let ddl = format!(
+                "CREATE TABLE IF NOT EXISTS {table} (account_id TEXT NOT NULL, id INTEGER NOT NULL, \
+                 {columns}, row_version INTEGER NOT NULL DEFAULT 0, changed_at_ms INTEGER NOT NULL, \
+                 PRIMARY KEY (account_id, id))"
+            );
+            sqlx::query(&ddl).execute(&pool).await?;
+            sqlx::query(&format!(
+                "CREATE INDEX IF NOT EXISTS {table}_by_version ON {table} (account_id, row_version)"
+            ))
+            .execute(&pool)
+            .await?;
+            // Every insert and every update takes the next database-wide version.
+            let stamp = format!(
+                "BEGIN UPDATE version_counter SET value = value + 1 WHERE id = 1; \
+                 UPDATE {table} SET row_version = (SELECT value FROM version_counter WHERE id = 1) \
+                 WHERE rowid = NEW.rowid; END"
+            );
+            sqlx::query(&format!(
+                "CREATE TRIGGER IF NOT EXISTS {table}_version_insert AFTER INSERT ON {table} {stamp}"
+            ))
+            .execute(&pool)
+            .await?;
+            sqlx::query(&format!(
+                "CREATE TRIGGER IF NOT EXISTS {table}_version_update AFTER UPDATE ON {table} \
+                 WHEN NEW.row_version IS OLD.row_version {stamp}"
+            ))
+            .execute(&pool)
+            .await?;
+        }
+        Ok(LegacyDb {
+            pool,
+            url: format!("sqlite://{}", path.display()),
+        })
+    }
+
+    async fn next_id(&self, table: &str, account: &str) -> sqlx::Result<i64> {
+        let (id,): (i64,) = sqlx::query_as(&format!(
+            "SELECT COALESCE(MAX(id), 0) + 1 FROM {table} WHERE account_id = $1"
+        ))
+        .bind(account)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    async fn random_id(
+        &self,
+        table: &str,
+        account: &str,
+        rng: &mut StdRng,
+    ) -> sqlx::Result<Option<i64>> {
+        let (count,): (i64,) = sqlx::query_as(&format!(
+            "SELECT COUNT(*) FROM {table} WHERE account_id = $1"
+        ))
+        .bind(account)
+        .fetch_one(&self.pool)
+        .await?;
+        if count == 0 {
+            return Ok(None);
+        }
+        let skip = rng.random_range(0..count);
+        let row: Option<(i64,)> = sqlx::query_as(&format!(
+            "SELECT id FROM {table} WHERE account_id = $1 ORDER BY id LIMIT 1 OFFSET $2"
+        ))
+        .bind(account)
+        .bind(skip)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id,)| id))
+    }
+
+    /// A new contact with one or two phones, in one transaction.
+    pub async fn add_contact(&self, account: &str, rng: &mut StdRng) -> sqlx::Result<i64> {
+        const FIRST: [&str; 8] = [
+            "Ada", "Grace", "Alan", "Edsger", "Barbara", "Ken", "Frances", "Donald",
+        ];
+        const LAST: [&str; 8] = [
+            "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Allen", "Knuth",
+        ];
+        let id = self.next_id("contacts", account).await?;
+        let phone_id = self.next_id("contact_phones", account).await?;
+        let first = FIRST[rng.random_range(0..FIRST.len())];
+        let last = LAST[rng.random_range(0..LAST.len())];
+        let phones = rng.random_range(1..=2);
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO contacts (account_id, id, first_name, last_name, email, changed_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(account)
+        .bind(id)
+        .bind(first)
+        .bind(last)
+        .bind(format!(
+            "{}.{}{id}@example.com",
+            first.to_lowercase(),
+            last.to_lowercase()
+        ))
+        .bind(now_millis())
+        .execute(&mut *tx)
+        .await?;
+        for n in 0..phones {
+            sqlx::query(
+                "INSERT INTO contact_phones (account_id, id, contact_id, kind, number, changed_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(account)
+            .bind(phone_id + n)
+            .bind(id)
+            .bind(if n == 0 { "mobile" } else { "home" })
+            .bind(format!("+44 20 7946 {:04}", rng.random_range(0..10_000)))
+            .bind(now_millis())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// A new property owned by an existing contact (a new one when the account has none).
+    pub async fn add_property(&self, account: &str, rng: &mut StdRng) -> sqlx::Result<i64> {
+        let owner = match self.random_id("contacts", account, rng).await? {
+            Some(id) => id,
+            None => self.add_contact(account, rng).await?,
+        };
+        const STREETS: [&str; 5] = [
+            "High Street",
+            "Station Road",
+            "Church Lane",
+            "Mill Road",
+            "Park Avenue",
+        ];
+        const CITIES: [&str; 4] = ["Leeds", "Bristol", "York", "Bath"];
+        let id = self.next_id("properties", account).await?;
+        sqlx::query(
+            "INSERT INTO properties (account_id, id, owner_contact_id, street, city, bedrooms, changed_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(account)
+        .bind(id)
+        .bind(owner)
+        .bind(format!("{} {}", rng.random_range(1..200), STREETS[rng.random_range(0..STREETS.len())]))
+        .bind(CITIES[rng.random_range(0..CITIES.len())])
+        .bind(rng.random_range(1..6_i64))
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// A new tenancy of an existing property by an existing contact.
+    pub async fn add_tenancy(&self, account: &str, rng: &mut StdRng) -> sqlx::Result<i64> {
+        let property = match self.random_id("properties", account, rng).await? {
+            Some(id) => id,
+            None => self.add_property(account, rng).await?,
+        };
+        let tenant = match self.random_id("contacts", account, rng).await? {
+            Some(id) => id,
+            None => self.add_contact(account, rng).await?,
+        };
+        let id = self.next_id("tenancies", account).await?;
+        sqlx::query(
+            "INSERT INTO tenancies (account_id, id, property_id, tenant_contact_id, start_date, rent, changed_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(account)
+        .bind(id)
+        .bind(property)
+        .bind(tenant)
+        .bind(format!("2026-{:02}-01", rng.random_range(1..=12)))
+        .bind(rent(rng))
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// Seeds an account with a few rows of every kind.
+    pub async fn seed(&self, account: &str, rng: &mut StdRng) -> sqlx::Result<()> {
+        for _ in 0..3 {
+            self.add_contact(account, rng).await?;
+        }
+        for _ in 0..2 {
+            self.add_property(account, rng).await?;
+        }
+        self.add_tenancy(account, rng).await?;
+        Ok(())
+    }
+
+    /// One random change to an account: creates, updates of roots, of embedded children and of
+    /// references. Returns how many rows it wrote.
+    pub async fn random_change(&self, account: &str, rng: &mut StdRng) -> sqlx::Result<u64> {
+        let now = now_millis();
+        let update = |sql: &'static str| sqlx::query(sql).bind(account).bind(now);
+        let written = match rng.random_range(0..9) {
+            0 => {
+                self.add_contact(account, rng).await?;
+                2
+            }
+            1 => {
+                self.add_property(account, rng).await?;
+                1
+            }
+            2 => {
+                self.add_tenancy(account, rng).await?;
+                1
+            }
+            3 | 4 => match self.random_id("contacts", account, rng).await? {
+                Some(id) => update(
+                    "UPDATE contacts SET email = 'updated.' || id || '.' || $2 || '@example.com', \
+                     changed_at_ms = $2 WHERE account_id = $1 AND id = $3",
+                )
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+                None => 0,
+            },
+            5 => match self.random_id("contact_phones", account, rng).await? {
+                Some(id) => update(
+                    "UPDATE contact_phones SET number = '+44 161 496 ' || ($2 % 10000), \
+                     changed_at_ms = $2 WHERE account_id = $1 AND id = $3",
+                )
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+                None => 0,
+            },
+            6 => match self.random_id("properties", account, rng).await? {
+                Some(id) => update(
+                    "UPDATE properties SET bedrooms = (bedrooms % 5) + 1, changed_at_ms = $2 \
+                     WHERE account_id = $1 AND id = $3",
+                )
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+                None => 0,
+            },
+            7 => match (
+                self.random_id("properties", account, rng).await?,
+                self.random_id("contacts", account, rng).await?,
+            ) {
+                // A reference changes: the property gets another owner.
+                (Some(property), Some(owner)) => update(
+                    "UPDATE properties SET owner_contact_id = $3, changed_at_ms = $2 \
+                     WHERE account_id = $1 AND id = $4",
+                )
+                .bind(owner)
+                .bind(property)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+                _ => 0,
+            },
+            _ => match self.random_id("tenancies", account, rng).await? {
+                Some(id) => sqlx::query(
+                    "UPDATE tenancies SET rent = $3, changed_at_ms = $2 \
+                     WHERE account_id = $1 AND id = $4",
+                )
+                .bind(account)
+                .bind(now)
+                .bind(rent(rng))
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+                None => 0,
+            },
+        };
+        Ok(written)
+    }
+}
+
+/// An exact decimal rent as text, e.g. "1234.50".
+fn rent(rng: &mut StdRng) -> String {
+    format!(
+        "{}.{:02}",
+        rng.random_range(400..3000),
+        rng.random_range(0..100)
+    )
+}
+
+/// A seeded random source, so a demo run can be repeated.
+pub fn rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}

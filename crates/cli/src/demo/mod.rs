@@ -1,0 +1,341 @@
+//! `tandem demo`: the whole pipeline on the embedded default — an in-process broker, a SQLite
+//! legacy database with a live workload, cloudsim on a loopback port, the producer and the
+//! consumer — ending with a verification.
+
+pub mod domain;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use rand::Rng;
+use serde::Serialize;
+use tandem_cloudsim::CloudSim;
+use tandem_consumer::mapping::Mapping;
+use tandem_consumer::verify::Totals;
+use tandem_consumer::{CloudClient, Consumer, Engine, Store};
+use tandem_producer::config::Sources;
+use tandem_producer::Producer;
+use tokio_util::sync::CancellationToken;
+
+use crate::verify::verify_accounts;
+
+/// How a demo run is set up.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub accounts: usize,
+    pub duration: Duration,
+    /// Legacy changes per second, across all accounts.
+    pub rate: u32,
+    /// A real Kafka to use instead of the in-process mock cluster.
+    pub brokers: Option<String>,
+    /// Store URL for the producer and the consumer (SQLite files in `dir` when absent).
+    pub store_url: Option<String>,
+    pub partitions: i32,
+    /// Where the demo keeps its files (a temporary directory when absent).
+    pub dir: Option<PathBuf>,
+    /// Print a progress line every second on stderr.
+    pub progress: bool,
+    pub seed: u64,
+    /// Librdkafka properties for every client, applied last.
+    pub kafka: Vec<(String, String)>,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            accounts: 20,
+            duration: Duration::from_secs(20),
+            rate: 100,
+            brokers: None,
+            store_url: None,
+            partitions: 4,
+            dir: None,
+            progress: true,
+            seed: 7,
+            kafka: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Drift {
+    pub missing: usize,
+    pub extra: usize,
+    pub different: usize,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct Latency {
+    pub p50: u64,
+    pub p99: u64,
+}
+
+/// The demo's closing JSON line.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoReport {
+    pub accounts: usize,
+    pub events_applied: u64,
+    pub drift: Drift,
+    pub duplicates: usize,
+    pub latency_ms: Latency,
+}
+
+impl DemoReport {
+    pub fn is_clean(&self) -> bool {
+        self.drift
+            == (Drift {
+                missing: 0,
+                extra: 0,
+                different: 0,
+            })
+            && self.duplicates == 0
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Runs the demo and returns its report.
+pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
+    let tempdir;
+    let dir: &Path = match &options.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            dir
+        }
+        None => {
+            tempdir = tempfile::tempdir().context("cannot create a temporary directory")?;
+            tempdir.path()
+        }
+    };
+    let say = |line: String| {
+        if options.progress {
+            eprintln!("tandem demo: {line}");
+        }
+    };
+    let mut rng = domain::rng(options.seed);
+    let accounts: Vec<String> = (1..=options.accounts)
+        .map(|i| format!("acct-{i:04}"))
+        .collect();
+
+    // Legacy database, seeded.
+    let legacy = domain::LegacyDb::create(&dir.join("legacy.db"))
+        .await
+        .context("cannot create the demo legacy database")?;
+    for account in &accounts {
+        legacy.seed(account, &mut rng).await?;
+    }
+    say(format!(
+        "seeded {} accounts in {}",
+        accounts.len(),
+        dir.display()
+    ));
+
+    // Broker: the in-process mock cluster unless a real one is given.
+    let suffix = format!("{}-{}", std::process::id(), domain::now_millis());
+    let topic = format!("tandem-demo-{suffix}");
+    let mock;
+    let brokers = match &options.brokers {
+        Some(brokers) => {
+            tandem_producer::ensure_topic(brokers, &topic, options.partitions, &options.kafka)
+                .await?;
+            tandem_producer::ensure_topic(brokers, &format!("{topic}.dlq"), 1, &options.kafka)
+                .await?;
+            brokers.clone()
+        }
+        None => {
+            mock = rdkafka::mocking::MockCluster::new(1).context("cannot start the mock broker")?;
+            mock.create_topic(&topic, options.partitions, 1)?;
+            mock.create_topic(&format!("{topic}.dlq"), 1, 1)?;
+            mock.bootstrap_servers()
+        }
+    };
+
+    // cloudsim on a loopback port.
+    let shutdown = CancellationToken::new();
+    let cloud = CloudSim::bind(
+        "127.0.0.1:0".parse()?,
+        tandem_cloudsim::Options {
+            database_url: format!("sqlite://{}", dir.join("cloud.db").display()),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let cloud_url = cloud.base_url();
+    let cloud_task = tokio::spawn(cloud.serve(shutdown.child_token()));
+
+    // Producer and consumer.
+    let store_url = |name: &str| {
+        options
+            .store_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", dir.join(name).display()))
+    };
+    let sources_origin = Path::new("deploy/demo/sources.toml");
+    let sources = Sources::parse(&domain::sources_for(&legacy.url), sources_origin)?;
+    let producer = Arc::new(
+        Producer::connect(
+            &sources,
+            sources_origin,
+            tandem_producer::Options {
+                brokers: brokers.clone(),
+                topic: topic.clone(),
+                store_url: store_url("producer.db"),
+                interval: Duration::from_millis(100),
+                kafka: options.kafka.clone(),
+                ..Default::default()
+            },
+        )
+        .await?,
+    );
+    let mapping = Arc::new(Mapping::parse(
+        domain::MAPPING,
+        Path::new("deploy/demo/mapping.toml"),
+    )?);
+    mapping.check_columns(&producer.legacy().columns())?;
+    let client = CloudClient::new(&cloud_url, Duration::from_secs(10), 8);
+    let engine = Engine::new(
+        mapping.clone(),
+        Store::open(&store_url("consumer.db")).await?,
+        client.clone(),
+    );
+    let mut consumer_kafka = vec![("session.timeout.ms".to_owned(), "6000".to_owned())];
+    consumer_kafka.extend(options.kafka.clone());
+    let consumer = Arc::new(Consumer::new(
+        engine,
+        tandem_consumer::Options {
+            brokers: brokers.clone(),
+            topic: topic.clone(),
+            group: format!("tandem-demo-{suffix}"),
+            dead_letter_topic: format!("{topic}.dlq"),
+            kafka: consumer_kafka,
+        },
+    )?);
+    let (pstats, cstats) = (producer.stats(), consumer.stats());
+    let producer_stop = CancellationToken::new();
+    let producer_task = tokio::spawn({
+        let (producer, stop) = (producer.clone(), producer_stop.clone());
+        async move { producer.run(stop).await }
+    });
+    let consumer_task = tokio::spawn({
+        let (consumer, stop) = (consumer.clone(), shutdown.child_token());
+        async move { consumer.run(stop).await }
+    });
+
+    // Start the clock once the consumer has its partitions, so latency measures the pipeline
+    // rather than the consumer group's first join.
+    let joining = Instant::now();
+    while cstats.assigned_partitions.load(Ordering::Relaxed) == 0 {
+        if consumer_task.is_finished() || joining.elapsed() > Duration::from_secs(60) {
+            anyhow::bail!("the consumer did not join its group within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The workload, with a progress line every second.
+    let started = Instant::now();
+    let workload_start_ms = domain::now_millis();
+    let interval = Duration::from_secs_f64(1.0 / f64::from(options.rate.max(1)));
+    let mut tick = tokio::time::interval(interval);
+    let mut next_report = Duration::from_secs(1);
+    let mut changes = 0u64;
+    while started.elapsed() < options.duration {
+        tick.tick().await;
+        let account = &accounts[rng.random_range(0..accounts.len())];
+        changes += legacy.random_change(account, &mut rng).await?;
+        if started.elapsed() >= next_report {
+            next_report += Duration::from_secs(1);
+            say(format!(
+                "{:>3}s  changes {changes}  published {}  applied {}  dead-lettered {}",
+                started.elapsed().as_secs(),
+                pstats.published.load(Ordering::Relaxed),
+                cstats.applied.load(Ordering::Relaxed),
+                cstats.dead_lettered.load(Ordering::Relaxed),
+            ));
+        }
+    }
+
+    // Drain: the producer publishes what is left, the consumer applies everything published.
+    producer_stop.cancel();
+    producer_task.await??;
+    while producer.cycle().await? > 0 {}
+    let published = pstats.published.load(Ordering::Relaxed);
+    say(format!(
+        "workload stopped after {changes} changes; draining {published} events"
+    ));
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = cstats.applied.load(Ordering::Relaxed)
+            + cstats.skipped.load(Ordering::Relaxed)
+            + cstats.dead_lettered.load(Ordering::Relaxed);
+        if done >= published {
+            break;
+        }
+        if consumer_task.is_finished() || Instant::now() > deadline {
+            shutdown.cancel();
+            consumer_task.await??;
+            anyhow::bail!("the consumer stopped after {done} of {published} events");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    say("verifying".into());
+    let drift = verify_accounts(producer.legacy(), &mapping, &client, &accounts).await?;
+    let totals = Totals::of(&drift);
+    for account in drift.iter().filter(|a| !a.is_clean()) {
+        say(format!("drift in {}: {account:?}", account.account));
+    }
+    shutdown.cancel();
+    consumer_task.await??;
+    cloud_task.await??;
+
+    // Latency of the changes made while the pipeline ran; the seed rows predate it.
+    let mut latencies: Vec<u64> = cstats
+        .latencies_ms
+        .lock()
+        .map(|l| {
+            l.iter()
+                .filter(|(occurred, _)| *occurred >= workload_start_ms)
+                .map(|(_, latency)| *latency)
+                .collect()
+        })
+        .unwrap_or_default();
+    latencies.sort_unstable();
+    Ok(DemoReport {
+        accounts: accounts.len(),
+        events_applied: cstats.applied.load(Ordering::Relaxed),
+        drift: Drift {
+            missing: totals.missing,
+            extra: totals.extra,
+            different: totals.different,
+        },
+        duplicates: totals.duplicates,
+        latency_ms: Latency {
+            p50: percentile(&latencies, 0.50),
+            p99: percentile(&latencies, 0.99),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_pick_the_nearest_rank() {
+        let values: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&values, 0.5), 50);
+        assert_eq!(percentile(&values, 0.99), 99);
+        assert_eq!(percentile(&[7], 0.99), 7);
+        assert_eq!(percentile(&[], 0.5), 0);
+    }
+}
