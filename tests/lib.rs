@@ -1,1 +1,0 @@
-//! End-to-end tests of Tandem live in this crate's test targets.

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Tandem's whole test suite: formatting, lints and every test, against a real Kafka-protocol
+# broker (Tansu) and the local PostgreSQL. Installs Tansu on first use into a cache that
+# survives between runs, starts and stops its own broker, and cleans up even when tests fail.
+#
+#   TANDEM_CACHE   where Tansu is installed (default ~/.cache/tandem)
+#   TANDEM_TEST_PG PostgreSQL server URL (default postgres://postgres@127.0.0.1:5432)
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+
+cache=${TANDEM_CACHE:-$HOME/.cache/tandem}
+tansu_version=0.6.0
+tansu=$cache/tansu/bin/tansu
+export TANDEM_TEST_PG=${TANDEM_TEST_PG:-postgres://postgres@127.0.0.1:5432}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+if ! { [ -x "$tansu" ] && "$tansu" --version 2>/dev/null | grep -q "$tansu_version"; }; then
+  step "installing the Tansu broker $tansu_version into $cache/tansu (first run only, 7-17 minutes)"
+  cargo install --locked "tansu@$tansu_version" --features dynostore,libsql --root "$cache/tansu"
+fi
+
+work=$(mktemp -d)
+broker_pid=
+cleanup() {
+  status=$?
+  if [ -n "$broker_pid" ]; then
+    kill "$broker_pid" 2>/dev/null || true
+    wait "$broker_pid" 2>/dev/null || true
+  fi
+  # Databases a failed test did not get to drop.
+  if command -v psql >/dev/null; then
+    for db in $(psql "$TANDEM_TEST_PG/postgres" -Atc \
+        "SELECT datname FROM pg_database WHERE datname LIKE 'tandem\_test\_%'" 2>/dev/null); do
+      psql "$TANDEM_TEST_PG/postgres" -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
+    done
+  fi
+  if [ "$status" -ne 0 ] && [ -f "$work/tansu.log" ]; then
+    echo "--- last lines of the broker's log ---"
+    tail -n 30 "$work/tansu.log"
+  fi
+  rm -rf "$work"
+  exit "$status"
+}
+trap cleanup EXIT INT TERM
+
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+step "starting Tansu (memory storage) on 127.0.0.1:$port"
+"$tansu" broker \
+  --listener-url "tcp://127.0.0.1:$port" \
+  --advertised-listener-url "tcp://127.0.0.1:$port" \
+  --storage-engine "memory://tansu/" >"$work/tansu.log" 2>&1 &
+broker_pid=$!
+for _ in $(seq 1 100); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then break; fi
+  if ! kill -0 "$broker_pid" 2>/dev/null; then echo "Tansu exited:"; cat "$work/tansu.log"; exit 1; fi
+  sleep 0.1
+done
+export TANDEM_TEST_BROKERS=127.0.0.1:$port
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
