@@ -50,6 +50,8 @@ pub struct Stats {
     pub applied: AtomicU64,
     pub skipped: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Messages re-delivered by Kafka that the store says were applied already.
+    pub already_applied: AtomicU64,
     /// Partitions currently assigned to this member.
     pub assigned_partitions: AtomicU64,
     /// Per applied event: when it happened in the legacy database (epoch millis) and how long
@@ -229,6 +231,7 @@ impl Consumer {
         let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
         if offset < self.stored_position(topic, partition).await? {
             tracing::debug!(partition, offset, "already applied per the store");
+            self.stats.already_applied.fetch_add(1, Ordering::Relaxed);
             // Applied before, per the store: a re-delivery after a crash or a rebalance.
             return Ok(());
         }

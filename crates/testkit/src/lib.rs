@@ -123,3 +123,35 @@ impl Cloud {
         Ok(())
     }
 }
+
+/// Reads `count` events from the start of `topic` (every partition), waiting up to `timeout`.
+/// Returns them in per-partition order, with their Kafka keys.
+pub async fn read_events(
+    brokers: &str,
+    topic: &str,
+    count: usize,
+    timeout: std::time::Duration,
+) -> anyhow::Result<Vec<(String, tandem_event::ChangeEvent)>> {
+    use rdkafka::consumer::{Consumer as _, StreamConsumer};
+    use rdkafka::Message as _;
+
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("tandem-test-reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let codec = tandem_event::Codec::default();
+    let mut events = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while events.len() < count {
+        let message = tokio::time::timeout_at(deadline, consumer.recv())
+            .await
+            .with_context(|| format!("read {} of {count} events from {topic}", events.len()))??;
+        let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+        events.push((key, codec.decode(message.payload().unwrap_or_default())?));
+    }
+    Ok(events)
+}

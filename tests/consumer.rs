@@ -1,0 +1,223 @@
+//! The consumer against the real broker, PostgreSQL and cloudsim over HTTP: the store decides
+//! where a restarted consumer resumes, and bad messages are dead-lettered with their original
+//! bytes while valid events keep flowing.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context as _};
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tandem_cli::demo::domain;
+use tandem_consumer::mapping::Mapping;
+use tandem_consumer::{CloudClient, Consumer, Engine, Stats, Store};
+use tandem_event::{ChangeEvent, Codec, Kind, Row, Value};
+use tandem_producer::Publisher;
+use tandem_testkit::{brokers, topic, unique, Cloud, PgDatabase};
+use tokio_util::sync::CancellationToken;
+
+fn contact(account: &str, id: i64, version: i64, email: &str) -> ChangeEvent {
+    let kind = if version == id {
+        Kind::Created
+    } else {
+        Kind::Updated
+    };
+    let mut event = ChangeEvent::new(account, kind, "contacts", &id.to_string(), 0, version);
+    let row: Row = [
+        ("id", Value::Long(id)),
+        ("first_name", Value::String(format!("First{id}"))),
+        ("last_name", Value::String("Last".into())),
+        ("email", Value::String(email.into())),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    event.data = Some(row);
+    event.occurred_at = tandem_producer::now_millis();
+    event
+}
+
+struct Running {
+    consumer: Arc<Consumer>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<tandem_consumer::Result<()>>,
+}
+
+async fn start(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    store: &str,
+    cloud: &str,
+) -> anyhow::Result<Running> {
+    let mapping = Arc::new(Mapping::parse(domain::MAPPING, Path::new("mapping.toml"))?);
+    let client = CloudClient::new(cloud, Duration::from_secs(10), 8);
+    let engine = Engine::new(mapping, Store::open(store).await?, client);
+    let consumer = Arc::new(Consumer::new(
+        engine,
+        tandem_consumer::Options {
+            brokers: brokers.to_owned(),
+            topic: topic.to_owned(),
+            group: group.to_owned(),
+            dead_letter_topic: format!("{topic}.dlq"),
+            // No Kafka-side commits at all: where a restart resumes is the store's call alone.
+            kafka: vec![
+                ("session.timeout.ms".into(), "6000".into()),
+                ("enable.auto.commit".into(), "false".into()),
+            ],
+        },
+    )?);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let (consumer, stop) = (consumer.clone(), stop.clone());
+        async move { consumer.run(stop).await }
+    });
+    Ok(Running {
+        consumer,
+        stop,
+        task,
+    })
+}
+
+impl Running {
+    async fn until(&self, what: &str, done: impl Fn(&Stats) -> bool) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done(&self.consumer.stats()) {
+            ensure!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {:?}",
+                self.consumer.stats()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await??;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_consumer_resumes_where_the_store_says() -> anyhow::Result<()> {
+    let brokers = brokers()?;
+    let topic = topic(&brokers, 2).await?;
+    let store = PgDatabase::create().await?;
+    let cloud = Cloud::start(Default::default()).await?;
+    let group = unique("group");
+    let publisher = Publisher::connect(&brokers, &topic, Codec::default(), &[]).await?;
+    let events: Vec<ChangeEvent> = (1..=5)
+        .map(|i| contact("acme", i, i, "a@example.com"))
+        .collect();
+    publisher.publish(&events).await?;
+
+    let first = start(&brokers, &topic, &group, &store.url, &cloud.url).await?;
+    first
+        .until("5 applied", |s| s.applied.load(Ordering::Relaxed) == 5)
+        .await?;
+    first.stop().await?;
+
+    // Kafka has no committed offset for the group, so it re-delivers everything; the store
+    // says all five are applied, and nothing reaches the cloud twice.
+    let second = start(&brokers, &topic, &group, &store.url, &cloud.url).await?;
+    second
+        .until("5 re-deliveries", |s| {
+            s.already_applied.load(Ordering::Relaxed) == 5
+        })
+        .await?;
+    publisher
+        .publish(&[contact("acme", 3, 9, "changed@example.com")])
+        .await?;
+    second
+        .until("the update", |s| s.applied.load(Ordering::Relaxed) == 1)
+        .await?;
+    second.stop().await?;
+
+    let client = CloudClient::new(&cloud.url, Duration::from_secs(5), 1);
+    let audit = client
+        .audit("acme")
+        .await?
+        .context("cloudsim has an audit log")?;
+    let ops: Vec<&str> = audit.iter().map(|e| e.op.as_str()).collect();
+    ensure!(
+        ops == ["create", "create", "create", "create", "create", "update"],
+        "{ops:?}"
+    );
+    let contacts = client.list("acme", "contacts").await?;
+    let third = contacts
+        .iter()
+        .find(|c| c["external_ref"] == "3")
+        .context("contact 3")?;
+    ensure!(third["email"] == "changed@example.com", "{third}");
+
+    cloud.stop().await?;
+    store.drop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_is_dead_lettered_with_its_bytes_and_valid_events_flow() -> anyhow::Result<()> {
+    let brokers = brokers()?;
+    let topic = topic(&brokers, 1).await?;
+    let store = PgDatabase::create().await?;
+    let cloud = Cloud::start(Default::default()).await?;
+    let publisher = Publisher::connect(&brokers, &topic, Codec::default(), &[]).await?;
+    let raw: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()?;
+    let garbage: [&[u8]; 3] = [
+        b"not avro at all",
+        &[0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        b"",
+    ];
+    for (i, bytes) in garbage.iter().enumerate() {
+        publisher
+            .publish(&[contact("acme", i as i64 + 1, i as i64 + 1, "x@example.com")])
+            .await?;
+        raw.send(
+            FutureRecord::to(&topic).key("acme").payload(*bytes),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)?;
+    }
+
+    let running = start(&brokers, &topic, &unique("group"), &store.url, &cloud.url).await?;
+    running
+        .until("3 applied and 3 dead-lettered", |s| {
+            s.applied.load(Ordering::Relaxed) == 3 && s.dead_lettered.load(Ordering::Relaxed) == 3
+        })
+        .await?;
+    running.stop().await?;
+
+    let reader: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", unique("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    reader.subscribe(&[&format!("{topic}.dlq")])?;
+    for expected in garbage {
+        let message = tokio::time::timeout(Duration::from_secs(30), reader.recv()).await??;
+        ensure!(message.payload().unwrap_or_default() == expected);
+        let headers = message.headers().context("dead letters carry headers")?;
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|h| h.key == name)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        ensure!(header("tandem.source.topic").as_deref() == Some(topic.as_str()));
+        ensure!(header("tandem.source.offset").is_some());
+        ensure!(header("tandem.reason").is_some_and(|r| !r.is_empty()));
+    }
+    let client = CloudClient::new(&cloud.url, Duration::from_secs(5), 1);
+    ensure!(client.list("acme", "contacts").await?.len() == 3);
+
+    cloud.stop().await?;
+    store.drop().await
+}
