@@ -44,6 +44,28 @@ pub enum Command {
     Cloudsim(CloudsimArgs),
     /// Compare the cloud with what the legacy data says through the mapping.
     Verify(VerifyArgs),
+    /// Create the demo's legacy database (if missing) and keep changing it, as `demo` does;
+    /// for running the parts as separate processes (docker-compose).
+    Workload(WorkloadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WorkloadArgs {
+    /// The demo legacy SQLite file (created with its schema and triggers when missing).
+    #[arg(long, env = "TANDEM_LEGACY_FILE", default_value = "legacy.db")]
+    pub legacy: PathBuf,
+    /// Accounts to seed and change.
+    #[arg(long, default_value_t = 20)]
+    pub accounts: usize,
+    /// Changes per second across all accounts.
+    #[arg(long, default_value_t = 10)]
+    pub rate: u32,
+    /// Stop after this long (e.g. 5m); runs until interrupted when absent.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Seed of the workload's random choices.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
 }
 
 /// A librdkafka property, `key=value`.
@@ -236,7 +258,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Consume(args) => run_consume(args).await,
         Command::Cloudsim(args) => run_cloudsim(args).await,
         Command::Verify(args) => run_verify(args).await,
+        Command::Workload(args) => run_workload(args).await,
     }
+}
+
+async fn run_workload(args: WorkloadArgs) -> anyhow::Result<i32> {
+    use rand::Rng as _;
+    let legacy = demo::domain::LegacyDb::create(&args.legacy)
+        .await
+        .with_context(|| format!("cannot create the legacy database {}", args.legacy.display()))?;
+    let mut rng = demo::domain::rng(args.seed);
+    let accounts: Vec<String> = (1..=args.accounts.max(1))
+        .map(|i| format!("acct-{i:04}"))
+        .collect();
+    for account in &accounts {
+        legacy.seed(account, &mut rng).await?;
+    }
+    eprintln!(
+        "seeded {} accounts in {}; changing about {} rows a second",
+        accounts.len(),
+        args.legacy.display(),
+        args.rate
+    );
+    let stop = shutdown_on_signal();
+    let started = std::time::Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
+    let mut changes = 0u64;
+    while !stop.is_cancelled() && args.duration.is_none_or(|d| started.elapsed() < d) {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let account = &accounts[rng.random_range(0..accounts.len())];
+        changes += legacy.random_change(account, &mut rng).await?;
+    }
+    eprintln!("made {changes} changes");
+    Ok(0)
 }
 
 async fn run_demo(args: DemoArgs) -> anyhow::Result<i32> {

@@ -244,8 +244,11 @@ impl LegacyDb {
         Ok(id)
     }
 
-    /// Seeds an account with a few rows of every kind.
+    /// Seeds an account with a few rows of every kind, unless it has contacts already.
     pub async fn seed(&self, account: &str, rng: &mut StdRng) -> sqlx::Result<()> {
+        if self.random_id("contacts", account, rng).await?.is_some() {
+            return Ok(());
+        }
         for _ in 0..3 {
             self.add_contact(account, rng).await?;
         }
