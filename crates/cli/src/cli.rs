@@ -266,7 +266,12 @@ async fn run_workload(args: WorkloadArgs) -> anyhow::Result<i32> {
     use rand::Rng as _;
     let legacy = demo::domain::LegacyDb::create(&args.legacy)
         .await
-        .with_context(|| format!("cannot create the legacy database {}", args.legacy.display()))?;
+        .with_context(|| {
+            format!(
+                "cannot create the legacy database {}",
+                args.legacy.display()
+            )
+        })?;
     let mut rng = demo::domain::rng(args.seed);
     let accounts: Vec<String> = (1..=args.accounts.max(1))
         .map(|i| format!("acct-{i:04}"))
@@ -282,7 +287,8 @@ async fn run_workload(args: WorkloadArgs) -> anyhow::Result<i32> {
     );
     let stop = shutdown_on_signal();
     let started = std::time::Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
+    let mut tick =
+        tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
     let mut changes = 0u64;
     while !stop.is_cancelled() && args.duration.is_none_or(|d| started.elapsed() < d) {
         tokio::select! {
