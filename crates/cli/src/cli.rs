@@ -44,6 +44,12 @@ pub enum Command {
     Cloudsim(CloudsimArgs),
     /// Compare the cloud with what the legacy data says through the mapping.
     Verify(VerifyArgs),
+    /// Publish a snapshot of one account: SNAPSHOT_BEGIN, every row, SNAPSHOT_END.
+    Snapshot(SnapshotArgs),
+    /// Publish detections handed in as JSON lines (one per line; see the README).
+    Publish(PublishArgs),
+    /// Benchmarks that print figures.
+    Bench(crate::bench::BenchArgs),
     /// Create the demo's legacy database (if missing) and keep changing it, as `demo` does;
     /// for running the parts as separate processes (docker-compose).
     Workload(WorkloadArgs),
@@ -154,6 +160,62 @@ pub struct ProduceArgs {
     /// Run one cycle and exit.
     #[arg(long)]
     pub once: bool,
+    /// How often the differencing check looks for deleted rows (e.g. 30s, 5m).
+    #[arg(long, env = "TANDEM_DELETE_CHECK_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub delete_check_interval: Duration,
+    /// Lease on an account's cycles; another instance takes an account over this long after
+    /// its holder died.
+    #[arg(long, env = "TANDEM_LEASE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
+    /// Serve `POST /v1/accounts/{account}/detections` (JSON lines) on this address.
+    #[arg(long, env = "TANDEM_PRODUCER_HTTP")]
+    pub http: Option<std::net::SocketAddr>,
+}
+
+impl ProduceArgs {
+    fn options(&self) -> tandem_producer::Options {
+        tandem_producer::Options {
+            brokers: self.kafka.brokers.clone(),
+            topic: self.kafka.topic.clone(),
+            store_url: self.store.clone(),
+            interval: self.interval,
+            batch_size: self.batch_size.max(1),
+            concurrency: self.concurrency.max(1),
+            framing: match self.confluent_schema_id {
+                Some(schema_id) => Framing::Confluent { schema_id },
+                None => Framing::SingleObject,
+            },
+            kafka: self.kafka.kafka.clone(),
+            delete_check_interval: self.delete_check_interval,
+            lease_ttl: self.lease_ttl,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// The account to snapshot.
+    #[arg(long)]
+    pub account: String,
+    /// An id for the snapshot (default: generated from the account and the time).
+    #[arg(long)]
+    pub snapshot_id: Option<String>,
+    #[command(flatten)]
+    pub produce: ProduceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// JSON-lines file of detections; standard input when absent or "-".
+    pub file: Option<PathBuf>,
+    /// The account of lines that do not name one.
+    #[arg(long)]
+    pub account: Option<String>,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The producer's store, where account epochs are kept.
+    #[arg(long, env = "TANDEM_PRODUCER_STORE", default_value = "sqlite://tandem-producer.db")]
+    pub store: String,
 }
 
 #[derive(Debug, Args)]
@@ -259,6 +321,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Cloudsim(args) => run_cloudsim(args).await,
         Command::Verify(args) => run_verify(args).await,
         Command::Workload(args) => run_workload(args).await,
+        Command::Snapshot(args) => run_snapshot(args).await,
+        Command::Publish(args) => run_publish(args).await,
+        Command::Bench(args) => crate::bench::run(args).await,
     }
 }
 
@@ -342,32 +407,80 @@ async fn run_produce(args: ProduceArgs) -> anyhow::Result<i32> {
         let dlq = format!("{}.dlq", k.topic);
         tandem_producer::ensure_topic(&k.brokers, &dlq, 1, &k.kafka).await?;
     }
-    let framing = match args.confluent_schema_id {
-        Some(schema_id) => Framing::Confluent { schema_id },
-        None => Framing::SingleObject,
-    };
-    let producer = Producer::connect(
-        &sources,
-        &args.sources,
-        tandem_producer::Options {
-            brokers: args.kafka.brokers,
-            topic: args.kafka.topic,
-            store_url: args.store,
-            interval: args.interval,
-            batch_size: args.batch_size.max(1),
-            concurrency: args.concurrency.max(1),
-            framing,
-            kafka: args.kafka.kafka,
-        },
-    )
-    .await?;
+    let producer = Producer::connect(&sources, &args.sources, args.options()).await?;
     if args.once {
         let published = producer.cycle().await?;
         eprintln!("published {published} events");
-    } else {
-        producer.run(shutdown_on_signal()).await?;
+        return Ok(0);
+    }
+    let shutdown = shutdown_on_signal();
+    let http = match args.http {
+        Some(addr) => {
+            let publisher = tandem_producer::Publisher::connect(
+                &args.kafka.brokers,
+                &args.kafka.topic,
+                tandem_event::Codec::new(args.options().framing)?,
+                &args.kafka.kafka,
+            )
+            .await?;
+            let (bound, task) = tandem_producer::ingest::serve(
+                addr,
+                producer.store().clone(),
+                publisher,
+                shutdown.child_token(),
+            )
+            .await?;
+            tracing::info!(%bound, "accepting detections over HTTP");
+            Some(task)
+        }
+        None => None,
+    };
+    producer.run(shutdown).await?;
+    if let Some(task) = http {
+        task.await??;
     }
     Ok(0)
+}
+
+async fn run_snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {
+    let sources = Sources::load(&args.produce.sources)?;
+    let producer = Producer::connect(&sources, &args.produce.sources, args.produce.options()).await?;
+    let id = args
+        .snapshot_id
+        .unwrap_or_else(|| format!("{}-{}", args.account, tandem_producer::now_millis()));
+    let published = producer.snapshot(&args.account, &id).await?;
+    eprintln!("snapshot {id}: published {published} events");
+    Ok(0)
+}
+
+async fn run_publish(args: PublishArgs) -> anyhow::Result<i32> {
+    let text = match &args.file {
+        Some(path) if path.as_os_str() != "-" => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+        _ => std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?,
+    };
+    let (good, rejected) = tandem_producer::ingest::parse_lines(&text, args.account.as_deref());
+    for rejection in &rejected {
+        eprintln!("rejected {rejection}");
+    }
+    let store = tandem_producer::Store::open(&args.store).await?;
+    let publisher = tandem_producer::Publisher::connect(
+        &args.kafka.brokers,
+        &args.kafka.topic,
+        tandem_event::Codec::default(),
+        &args.kafka.kafka,
+    )
+    .await?;
+    let detections: Vec<_> = good.into_iter().map(|(_, d)| d).collect();
+    let mut published = 0;
+    for chunk in detections.chunks(500) {
+        published += tandem_producer::ingest::publish_detections(&store, &publisher, chunk)
+            .await?
+            .len();
+        eprintln!("published {published} of {}", detections.len());
+    }
+    eprintln!("published {published} detections, rejected {}", rejected.len());
+    Ok(if rejected.is_empty() { 0 } else { 1 })
 }
 
 async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {

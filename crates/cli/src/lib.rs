@@ -1,6 +1,7 @@
 //! The `tandem` command: the demo, the producer, the consumer, cloudsim and verify, wired
 //! from flags and config files. `main.rs` only parses arguments and maps errors to exit codes.
 
+pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod verify;

@@ -41,6 +41,15 @@ pub struct Legacy {
     /// One database per account: account → URL.
     #[serde(default)]
     pub databases: BTreeMap<String, String>,
+    /// A query returning one value that changes when the database is restored from a backup
+    /// (e.g. a restore id or the database's creation time).
+    pub identity_query: Option<String>,
+    /// A query returning the database's current version counter (e.g. the sequence's
+    /// last value); exact restore detection even when the newest rows were deleted.
+    pub version_query: Option<String>,
+    /// PostgreSQL: a `LISTEN` channel whose notifications wake the detector early. A payload
+    /// naming an account wakes only that account's cycle.
+    pub notify_channel: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -50,6 +59,17 @@ pub struct Table {
     pub key: Vec<String>,
     pub version_column: String,
     pub occurred_at_column: Option<String>,
+    /// A legacy table recording deleted keys; used instead of the differencing check.
+    pub tombstones: Option<Tombstones>,
+}
+
+/// A tombstone table: the same key column(s) (and account column) as its table, and a version
+/// column stamped when the row was deleted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tombstones {
+    pub table: String,
+    pub version_column: String,
 }
 
 /// Where the legacy data lives, once the sources file is checked.
@@ -112,6 +132,14 @@ impl Sources {
             }
             if table.key.is_empty() {
                 return Err(fail(key("key"), "needs at least one key column"));
+            }
+            if let Some(tomb) = &table.tombstones {
+                if !is_identifier(&tomb.table) || !is_identifier(&tomb.version_column) {
+                    return Err(fail(
+                        key("tombstones"),
+                        "table and version_column must be plain SQL identifiers",
+                    ));
+                }
             }
             let columns = table
                 .key

@@ -7,6 +7,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow};
@@ -42,6 +44,7 @@ struct TableInfo {
 #[derive(Debug)]
 struct Database {
     url: String,
+    queries: Arc<AtomicU64>,
     pool: Pool,
     tables: Vec<TableInfo>,
     /// For a shared database: the account column and the SQL that binds an account to it.
@@ -52,6 +55,9 @@ struct Database {
 #[derive(Debug)]
 pub struct Legacy {
     layout: Layout,
+    queries: Arc<AtomicU64>,
+    identity_query: Option<String>,
+    version_query: Option<String>,
     /// Shared layout: one entry keyed by "". Per-account layout: one per account.
     databases: BTreeMap<String, Database>,
     tables: Vec<Table>,
@@ -65,6 +71,7 @@ impl Legacy {
     /// Connects to the legacy database(s) and checks every configured table and column exists.
     pub async fn connect(sources: &Sources, origin: &Path) -> Result<Self> {
         let layout = sources.layout(origin)?;
+        let queries = Arc::<AtomicU64>::default();
         let mut databases = BTreeMap::new();
         match &layout {
             Layout::Shared {
@@ -72,23 +79,182 @@ impl Legacy {
                 account_column,
                 ..
             } => {
-                let db = Database::open(url, sources, Some(account_column), origin).await?;
+                let db = Database::open(url, sources, Some(account_column), origin, &queries)
+                    .await?;
                 databases.insert(String::new(), db);
             }
             Layout::PerAccount(urls) => {
                 for (account, url) in urls {
                     databases.insert(
                         account.clone(),
-                        Database::open(url, sources, None, origin).await?,
+                        Database::open(url, sources, None, origin, &queries).await?,
                     );
                 }
             }
         }
         Ok(Legacy {
             layout,
+            queries,
+            identity_query: sources.legacy.identity_query.clone(),
+            version_query: sources.legacy.version_query.clone(),
             databases,
             tables: sources.tables.clone(),
         })
+    }
+
+    /// Statements issued against the legacy database(s) so far (for benchmarks).
+    pub fn queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+
+    /// Whether the account's database is PostgreSQL (where transactions can commit versions
+    /// out of order).
+    pub fn is_postgres(&self, account: &str) -> Result<bool> {
+        Ok(matches!(self.database(account)?.pool, Pool::Postgres(_)))
+    }
+
+    /// The PostgreSQL snapshot bounds `(xmin, xmax)`: every transaction below `xmin` has ended;
+    /// those from `xmin` on may still be running. `None` on SQLite.
+    pub async fn snapshot_bounds(&self, account: &str) -> Result<Option<(i64, i64)>> {
+        let db = self.database(account)?;
+        if !matches!(db.pool, Pool::Postgres(_)) {
+            return Ok(None);
+        }
+        let rows = db
+            .query(
+                "SELECT CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT) AS xmin, \
+                 CAST(CAST(pg_snapshot_xmax(pg_current_snapshot()) AS TEXT) AS BIGINT) AS xmax",
+                &[],
+            )
+            .await?;
+        let get = |name: &str| match rows.first().and_then(|r| r.get(name)) {
+            Some(Value::Long(v)) => Ok(*v),
+            other => Err(Error::Internal(format!("snapshot bound {name} is {other:?}"))),
+        };
+        Ok(Some((get("xmin")?, get("xmax")?)))
+    }
+
+    /// The database-identity marker (`legacy.identity_query`), if configured.
+    pub async fn identity(&self, account: &str) -> Result<Option<String>> {
+        match &self.identity_query {
+            Some(sql) => Ok(self.scalar(account, sql).await?.map(|v| v.to_text())),
+            None => Ok(None),
+        }
+    }
+
+    /// The database's current version counter (`legacy.version_query`), if configured.
+    pub async fn version_counter(&self, account: &str) -> Result<Option<i64>> {
+        match &self.version_query {
+            Some(sql) => match self.scalar(account, sql).await? {
+                Some(Value::Long(v)) => Ok(Some(v)),
+                Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| {
+                    Error::Internal(format!("legacy.version_query returned {s:?}, not a number"))
+                }),
+                None | Some(Value::Null) => Ok(None),
+                Some(other) => Err(Error::Internal(format!(
+                    "legacy.version_query returned {other:?}, not a number"
+                ))),
+            },
+            None => Ok(None),
+        }
+    }
+
+    async fn scalar(&self, account: &str, sql: &str) -> Result<Option<Value>> {
+        let rows = self.database(account)?.query(sql, &[]).await?;
+        Ok(rows.into_iter().next().and_then(|r| r.into_values().next()))
+    }
+
+    /// Per bucket of `width` versions in `[lo, hi)` (bucket `b` covers
+    /// `[lo + b·width, lo + (b+1)·width)`): how many rows and the sum of their versions.
+    pub async fn buckets(
+        &self,
+        account: &str,
+        table: &str,
+        (lo, hi): (i64, i64),
+        width: i64,
+    ) -> Result<BTreeMap<i64, (i64, i64)>> {
+        let db = self.database(account)?;
+        let info = db.table(table)?;
+        let version = quote(&info.config.version_column);
+        let (filter, binds) = db.account_clause(account, 4);
+        let sql = format!(
+            "SELECT ({version} - $1) / $3 AS bucket, COUNT(*) AS n, \
+             CAST(SUM({version}) AS BIGINT) AS total FROM {} \
+             WHERE {version} >= $1 AND {version} < $2{filter} GROUP BY ({version} - $1) / $3",
+            quote(table)
+        );
+        let mut all = vec![Bind::Int(lo), Bind::Int(hi), Bind::Int(width.max(1))];
+        all.extend(binds);
+        let mut out = BTreeMap::new();
+        for row in db.query(&sql, &all).await? {
+            let get = |name: &str| match row.get(name) {
+                Some(Value::Long(v)) => *v,
+                _ => 0,
+            };
+            out.insert(get("bucket"), (get("n"), get("total")));
+        }
+        Ok(out)
+    }
+
+    /// Rows of `table` for `account` with a version in `[lo, hi)`.
+    pub async fn version_range(
+        &self,
+        account: &str,
+        table: &str,
+        (lo, hi): (i64, i64),
+    ) -> Result<Vec<LegacyRow>> {
+        self.changes(account, table, (lo - 1, hi - 1), usize::MAX).await
+    }
+
+    /// Keys listed in the table's tombstone table with a version in `(after, upto]`, with
+    /// those versions.
+    pub async fn tombstones(
+        &self,
+        account: &str,
+        table: &str,
+        (after, upto): (i64, i64),
+    ) -> Result<Vec<(String, i64)>> {
+        let db = self.database(account)?;
+        let info = db.table(table)?;
+        let Some(tomb) = &info.config.tombstones else {
+            return Ok(Vec::new());
+        };
+        let version = quote(&tomb.version_column);
+        let keys = info
+            .config
+            .key
+            .iter()
+            .map(|k| quote(k))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let (filter, binds) = db.account_clause(account, 3);
+        let sql = format!(
+            "SELECT {keys}, {version} AS tandem_version FROM {} \
+             WHERE {version} > $1 AND {version} <= $2{filter} ORDER BY {version}",
+            quote(&tomb.table)
+        );
+        let mut all = vec![Bind::Int(after), Bind::Int(upto)];
+        all.extend(binds);
+        db.query(&sql, &all)
+            .await?
+            .into_iter()
+            .map(|row| {
+                let parts: Vec<Value> = info
+                    .config
+                    .key
+                    .iter()
+                    .map(|k| row.get(k).cloned().unwrap_or(Value::Null))
+                    .collect();
+                match row.get("tandem_version") {
+                    Some(Value::Long(v)) => Ok((canonical_key(&parts), *v)),
+                    other => Err(Error::BadValue {
+                        table: tomb.table.clone(),
+                        column: tomb.version_column.clone(),
+                        message: format!("expected an integer version, found {other:?}"),
+                    }),
+                }
+            })
+            .collect()
     }
 
     /// Table name → its columns, as found in the legacy database.
@@ -183,9 +349,14 @@ impl Legacy {
         let info = db.table(table)?;
         let version = quote(&info.config.version_column);
         let (filter, binds) = db.account_clause(account, 3);
+        let limit = if limit == usize::MAX {
+            String::new()
+        } else {
+            format!(" LIMIT {limit}")
+        };
         let sql = format!(
             "SELECT {} FROM {} WHERE {version} > $1 AND {version} <= $2{filter} \
-             ORDER BY {version} LIMIT {limit}",
+             ORDER BY {version}{limit}",
             info.select_list,
             quote(table),
         );
@@ -270,6 +441,7 @@ impl Database {
         sources: &Sources,
         account_column: Option<&String>,
         origin: &Path,
+        queries: &Arc<AtomicU64>,
     ) -> Result<Self> {
         let connect_error = |source: sqlx::Error| Error::Connect {
             what: "legacy database",
@@ -302,6 +474,7 @@ impl Database {
         };
         let mut db = Database {
             url: url.to_owned(),
+            queries: queries.clone(),
             pool,
             tables: Vec::new(),
             account_filter: None,
@@ -343,6 +516,34 @@ impl Database {
                             table.name
                         ),
                     ));
+                }
+            }
+            if let Some(tomb) = &table.tombstones {
+                let found = db.introspect(&tomb.table).await?;
+                let key = format!("tables[{i}].tombstones");
+                if found.is_empty() {
+                    return Err(config_error(
+                        origin,
+                        &format!("{key}.table"),
+                        format!("table {:?} does not exist in {url}", tomb.table),
+                    ));
+                }
+                let columns = table
+                    .key
+                    .iter()
+                    .chain([&tomb.version_column])
+                    .chain(account_column);
+                for column in columns {
+                    if !found.iter().any(|(n, _)| n == column) {
+                        return Err(config_error(
+                            origin,
+                            &key,
+                            format!(
+                                "column {column:?} does not exist in tombstone table {:?} of {url}",
+                                tomb.table
+                            ),
+                        ));
+                    }
                 }
             }
             if let (Some(column), None) = (account_column, &db.account_filter) {
@@ -429,6 +630,7 @@ impl Database {
     }
 
     async fn query(&self, sql: &str, binds: &[Bind]) -> Result<Vec<Row>> {
+        self.queries.fetch_add(1, Ordering::Relaxed);
         let query_error = |source| Error::Query {
             url: self.url.clone(),
             source,

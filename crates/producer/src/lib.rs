@@ -20,6 +20,8 @@
 //! and never skips a change.
 
 pub mod config;
+mod detect;
+pub mod ingest;
 pub mod legacy;
 mod publish;
 mod store;
@@ -30,12 +32,13 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
-use tandem_event::{ChangeEvent, Codec, Framing, Kind};
+use tandem_event::{Codec, Framing};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+pub use detect::{Differences, RestoreSignal};
 pub use publish::{ensure_topic, producer_config, Publisher};
-pub use store::Store;
+pub use store::{AccountState, Store};
 
 use crate::config::Sources;
 use crate::legacy::Legacy;
@@ -86,6 +89,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Codec(#[from] tandem_event::Error),
+    #[error("account {0}: another producer instance holds the lease")]
+    LostLease(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -108,6 +113,11 @@ pub struct Options {
     pub framing: Framing,
     /// Librdkafka properties, applied last.
     pub kafka: Vec<(String, String)>,
+    /// How often the differencing check looks for deleted rows.
+    pub delete_check_interval: Duration,
+    /// How long an account's lease lasts without renewal; another instance takes the account
+    /// over this long after its holder died.
+    pub lease_ttl: Duration,
 }
 
 impl Default for Options {
@@ -121,6 +131,8 @@ impl Default for Options {
             concurrency: 8,
             framing: Framing::SingleObject,
             kafka: Vec::new(),
+            delete_check_interval: Duration::from_secs(30),
+            lease_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -131,6 +143,8 @@ pub struct Stats {
     pub published: AtomicU64,
     pub cycles: AtomicU64,
     pub failed_cycles: AtomicU64,
+    pub deletes: AtomicU64,
+    pub restores: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -140,6 +154,9 @@ pub struct Producer {
     publisher: Publisher,
     options: Options,
     stats: Arc<Stats>,
+    /// This instance's name in account leases.
+    owner: String,
+    notify_channel: Option<(String, String)>,
 }
 
 pub fn now_millis() -> i64 {
@@ -157,13 +174,38 @@ impl Producer {
         let codec = Codec::new(options.framing)?;
         let publisher =
             Publisher::connect(&options.brokers, &options.topic, codec, &options.kafka).await?;
+        let notify_channel = match (&sources.legacy.notify_channel, sources.layout(origin)?) {
+            (Some(channel), config::Layout::Shared { url, .. }) if url.starts_with("postgres") => {
+                Some((url, channel.clone()))
+            }
+            (Some(_), _) => {
+                return Err(Error::Config {
+                    file: origin.to_path_buf(),
+                    key: "legacy.notify_channel".into(),
+                    message: "needs one shared PostgreSQL database".into(),
+                })
+            }
+            (None, _) => None,
+        };
+        let owner = format!(
+            "{}-{}-{:x}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "producer".into()),
+            std::process::id(),
+            now_millis()
+        );
         Ok(Producer {
             legacy,
             store,
             publisher,
             options,
             stats: Arc::default(),
+            owner,
+            notify_channel,
         })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub fn stats(&self) -> Arc<Stats> {
@@ -174,18 +216,38 @@ impl Producer {
         &self.legacy
     }
 
-    /// Runs cycles on the interval until `shutdown` is cancelled. A failed cycle is logged and
-    /// retried at the next interval; nothing it read is checkpointed.
+    /// Runs cycles on the interval until `shutdown` is cancelled, earlier when the legacy
+    /// database notifies the configured channel. A failed cycle is logged and retried at the
+    /// next interval; nothing it read is checkpointed. Leases are given up on the way out.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let listener = self.notify_channel.as_ref().map(|(url, channel)| {
+            tokio::spawn(listen(
+                url.clone(),
+                channel.clone(),
+                wake.clone(),
+                shutdown.child_token(),
+            ))
+        });
         loop {
             if let Err(e) = self.cycle().await {
                 warn!(error = %e, "producer cycle failed; retrying next interval");
             }
             tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
+                _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(self.options.interval) => {}
+                _ = wake.notified() => {}
             }
         }
+        if let Some(listener) = listener {
+            listener.abort();
+        }
+        for account in self.legacy.accounts().await.unwrap_or_default() {
+            if let Err(e) = self.store.release(&account, &self.owner).await {
+                warn!(account, error = %e, "cannot release the lease");
+            }
+        }
+        Ok(())
     }
 
     /// One cycle over every account, `concurrency` accounts at a time. Returns the number of
@@ -218,74 +280,35 @@ impl Producer {
             _ => Ok(published),
         }
     }
+}
 
-    /// One account: every table in configured order, batch after batch, up to the versions
-    /// that existed when the cycle started.
-    ///
-    /// The upper bound makes each cycle a consistent cut: a row and the row it refers to
-    /// (written earlier, so with a lower version) land in the same cycle or the referenced one
-    /// in an earlier cycle, and tables in dependency order publish the referenced row first.
-    pub async fn cycle_account(&self, account: &str) -> Result<u64> {
-        let epoch = self.store.epoch(account).await?;
-        let mut upto = 0;
-        for table in self.legacy.tables() {
-            upto = upto.max(self.legacy.max_version(account, &table.name).await?);
-        }
-        let mut published = 0;
-        for table in self.legacy.tables() {
+/// Wakes the detector on every notification of `channel`, reconnecting after errors.
+async fn listen(
+    url: String,
+    channel: String,
+    wake: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
+    while !stop.is_cancelled() {
+        let listener = async {
+            let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+            listener.listen(&channel).await?;
+            info!(channel, "listening for change notifications");
             loop {
-                let high_water = self.store.high_water(account, &table.name).await?;
-                let rows = self
-                    .legacy
-                    .changes(
-                        account,
-                        &table.name,
-                        (high_water, upto),
-                        self.options.batch_size,
-                    )
-                    .await?;
-                if rows.is_empty() {
-                    break;
-                }
-                let keys: Vec<&str> = rows.iter().map(|r| r.entity_id.as_str()).collect();
-                let known = self.store.known_keys(account, &table.name, &keys).await?;
-                let detected_at = now_millis();
-                let events: Vec<ChangeEvent> = rows
-                    .iter()
-                    .map(|row| {
-                        let kind = if known.contains(&row.entity_id) {
-                            Kind::Updated
-                        } else {
-                            Kind::Created
-                        };
-                        let mut event = ChangeEvent::new(
-                            account,
-                            kind,
-                            &table.name,
-                            &row.entity_id,
-                            epoch,
-                            row.version,
-                        );
-                        event.data = Some(row.data.clone());
-                        event.occurred_at = row.occurred_at.unwrap_or(detected_at);
-                        event.detected_at = detected_at;
-                        event
-                    })
-                    .collect();
-                self.publisher.publish(&events).await?;
-                self.store
-                    .advance(account, &table.name, &rows, epoch)
-                    .await?;
-                published += events.len() as u64;
-                self.stats
-                    .published
-                    .fetch_add(events.len() as u64, Ordering::Relaxed);
-                info!(account, table = %table.name, events = events.len(), "published");
-                if rows.len() < self.options.batch_size {
-                    break;
+                listener.recv().await?;
+                wake.notify_one();
+            }
+            #[allow(unreachable_code)]
+            Ok::<(), sqlx::Error>(())
+        };
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            result = listener => {
+                if let Err(e) = result {
+                    warn!(channel, error = %e, "change notifications interrupted; reconnecting");
                 }
             }
         }
-        Ok(published)
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

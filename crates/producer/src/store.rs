@@ -1,17 +1,44 @@
-//! The producer's checkpoint store (SQLite or PostgreSQL, chosen by URL): epoch, high-water marks
-//! and the manifest of keys seen. Written only after Kafka acknowledged what it stands for.
+//! The producer's checkpoint store (SQLite or PostgreSQL, chosen by URL): epochs, high-water
+//! marks, the manifest of keys seen, in-flight markers and per-account leases. Checkpoints are
+//! written only after Kafka acknowledged what they stand for.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
-use crate::legacy::LegacyRow;
-use crate::{Error, Result};
+use crate::{now_millis, Error, Result};
 
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    queries: Arc<AtomicU64>,
+}
+
+/// What the store knows of one account.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccountState {
+    pub epoch: i64,
+    /// The enrolment snapshot was published completely.
+    pub enrolled: bool,
+    /// The database-identity marker as last seen.
+    pub identity: Option<String>,
+    /// When the differencing check last ran (epoch millis).
+    pub deletes_checked_at: i64,
+}
+
+/// What one published batch changes in a table's checkpoint.
+#[derive(Debug, Default)]
+pub struct Advance<'a> {
+    /// Keys published as created or updated, with their versions.
+    pub upserts: &'a [(String, i64)],
+    /// Keys published as deleted.
+    pub deletes: &'a [String],
+    /// The new high-water mark, if it moves.
+    pub high_water: Option<i64>,
 }
 
 /// A URL that sqlx opens as a database to create when missing.
@@ -23,6 +50,12 @@ fn with_create(url: &str) -> String {
         url.to_owned()
     }
 }
+
+/// (count, sum of versions) — the summary the differencing check compares.
+pub type Summary = (i64, i64);
+
+/// A table's checkpoint after a reconcile: (table, manifest entries (key, version), high water).
+pub type TableCheckpoint = (String, Vec<(String, i64)>, i64);
 
 impl Store {
     pub async fn open(url: &str) -> Result<Self> {
@@ -40,20 +73,60 @@ impl Store {
         // The consumer may keep its tables in the same database, with migrations of its own.
         migrator.set_ignore_missing(true);
         migrator.run(&pool).await.map_err(Error::Migrate)?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            queries: Arc::default(),
+        })
     }
 
-    /// The account's restore epoch (0 until a restore is detected).
-    pub async fn epoch(&self, account: &str) -> Result<i64> {
-        let epoch: Option<(i64,)> =
-            sqlx::query_as("SELECT epoch FROM producer_accounts WHERE account = $1")
-                .bind(account)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(epoch.map(|(e,)| e).unwrap_or(0))
+    /// Statements issued so far (for benchmarks).
+    pub fn queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, n: u64) {
+        self.queries.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub async fn account(&self, account: &str) -> Result<AccountState> {
+        self.count(1);
+        let row: Option<(i64, i64, Option<String>, i64)> = sqlx::query_as(
+            "SELECT epoch, enrolled, identity, deletes_checked_at FROM producer_accounts \
+             WHERE account = $1",
+        )
+        .bind(account)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(|(epoch, enrolled, identity, deletes_checked_at)| AccountState {
+                epoch,
+                enrolled: enrolled != 0,
+                identity,
+                deletes_checked_at,
+            })
+            .unwrap_or_default())
+    }
+
+    pub async fn set_account(&self, account: &str, state: &AccountState) -> Result<()> {
+        self.count(1);
+        sqlx::query(
+            "INSERT INTO producer_accounts (account, epoch, enrolled, identity, deletes_checked_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account) DO UPDATE SET \
+             epoch = excluded.epoch, enrolled = excluded.enrolled, identity = excluded.identity, \
+             deletes_checked_at = excluded.deletes_checked_at",
+        )
+        .bind(account)
+        .bind(state.epoch)
+        .bind(i64::from(state.enrolled))
+        .bind(state.identity.clone())
+        .bind(state.deletes_checked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     pub async fn high_water(&self, account: &str, table: &str) -> Result<i64> {
+        self.count(1);
         let hw: Option<(i64,)> = sqlx::query_as(
             "SELECT high_water FROM producer_high_water WHERE account = $1 AND entity_type = $2",
         )
@@ -64,56 +137,142 @@ impl Store {
         Ok(hw.map(|(v,)| v).unwrap_or(0))
     }
 
-    /// Which of `keys` the manifest already holds for this table.
-    pub async fn known_keys(
+    /// The manifest's versions of those of `keys` it holds.
+    pub async fn manifest_versions(
         &self,
         account: &str,
         table: &str,
         keys: &[&str],
-    ) -> Result<HashSet<String>> {
-        let mut known = HashSet::new();
+    ) -> Result<HashMap<String, i64>> {
+        let mut known = HashMap::new();
         for chunk in keys.chunks(500) {
+            self.count(1);
             let placeholders = (0..chunk.len())
                 .map(|i| format!("${}", i + 3))
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!(
-                "SELECT entity_id FROM producer_manifest \
+                "SELECT entity_id, version FROM producer_manifest \
                  WHERE account = $1 AND entity_type = $2 AND entity_id IN ({placeholders})"
             );
-            let mut query = sqlx::query_as::<_, (String,)>(&sql)
+            let mut query = sqlx::query_as::<_, (String, i64)>(&sql)
                 .bind(account)
                 .bind(table);
             for key in chunk {
                 query = query.bind(*key);
             }
-            known.extend(query.fetch_all(&self.pool).await?.into_iter().map(|(k,)| k));
+            known.extend(query.fetch_all(&self.pool).await?);
         }
         Ok(known)
     }
 
-    /// Records a published batch: manifest entries and the new high-water mark, in one
-    /// transaction.
+    /// (count, sum of versions) of manifest entries with a version in `[lo, hi)`.
+    pub async fn manifest_summary(
+        &self,
+        account: &str,
+        table: &str,
+        (lo, hi): (i64, i64),
+    ) -> Result<Summary> {
+        self.count(1);
+        Ok(sqlx::query_as(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM producer_manifest \
+             WHERE account = $1 AND entity_type = $2 AND version >= $3 AND version < $4",
+        )
+        .bind(account)
+        .bind(table)
+        .bind(lo)
+        .bind(hi)
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Per bucket of `width` versions in `[lo, hi)`: (count, sum of versions) of the manifest,
+    /// bucketed exactly as [`crate::legacy::Legacy::buckets`] buckets the legacy table.
+    pub async fn manifest_buckets(
+        &self,
+        account: &str,
+        table: &str,
+        (lo, hi): (i64, i64),
+        width: i64,
+    ) -> Result<std::collections::BTreeMap<i64, Summary>> {
+        self.count(1);
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT (version - $3) / $5, COUNT(*), CAST(SUM(version) AS BIGINT) \
+             FROM producer_manifest WHERE account = $1 AND entity_type = $2 \
+             AND version >= $3 AND version < $4 GROUP BY (version - $3) / $5",
+        )
+        .bind(account)
+        .bind(table)
+        .bind(lo)
+        .bind(hi)
+        .bind(width.max(1))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(b, n, sum)| (b, (n, sum))).collect())
+    }
+
+    /// Manifest entries with a version in `[lo, hi)`.
+    pub async fn manifest_range(
+        &self,
+        account: &str,
+        table: &str,
+        (lo, hi): (i64, i64),
+    ) -> Result<Vec<(String, i64)>> {
+        self.count(1);
+        Ok(sqlx::query_as(
+            "SELECT entity_id, version FROM producer_manifest \
+             WHERE account = $1 AND entity_type = $2 AND version >= $3 AND version < $4",
+        )
+        .bind(account)
+        .bind(table)
+        .bind(lo)
+        .bind(hi)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Every manifest entry of a table.
+    pub async fn manifest_all(&self, account: &str, table: &str) -> Result<Vec<(String, i64)>> {
+        self.manifest_range(account, table, (i64::MIN, i64::MAX))
+            .await
+    }
+
+    /// Records a published batch in one transaction. With `owner`, the account's lease must
+    /// still be held by it (and is extended), so an instance that lost its lease cannot move a
+    /// checkpoint another instance now owns.
     pub async fn advance(
         &self,
         account: &str,
         table: &str,
-        rows: &[LegacyRow],
-        epoch: i64,
+        change: Advance<'_>,
+        lease: Option<(&str, Duration)>,
     ) -> Result<()> {
-        let Some(high_water) = rows.iter().map(|r| r.version).max() else {
-            return Ok(());
-        };
         let mut tx = self.pool.begin().await?;
+        let mut statements = 1;
+        if let Some((owner, ttl)) = lease {
+            statements += 1;
+            let held = sqlx::query(
+                "UPDATE producer_leases SET expires_at = $3 WHERE account = $1 AND owner = $2",
+            )
+            .bind(account)
+            .bind(owner)
+            .bind(now_millis() + ttl.as_millis() as i64)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if held == 0 {
+                return Err(Error::LostLease(account.to_owned()));
+            }
+        }
         sqlx::query(
-            "INSERT INTO producer_accounts (account, epoch) VALUES ($1, $2) \
+            "INSERT INTO producer_accounts (account, epoch) VALUES ($1, 0) \
              ON CONFLICT (account) DO NOTHING",
         )
         .bind(account)
-        .bind(epoch)
         .execute(&mut *tx)
         .await?;
-        for row in rows {
+        for (key, version) in change.upserts {
+            statements += 1;
             sqlx::query(
                 "INSERT INTO producer_manifest (account, entity_type, entity_id, version) \
                  VALUES ($1, $2, $3, $4) ON CONFLICT (account, entity_type, entity_id) \
@@ -121,22 +280,179 @@ impl Store {
             )
             .bind(account)
             .bind(table)
-            .bind(&row.entity_id)
-            .bind(row.version)
+            .bind(key)
+            .bind(version)
             .execute(&mut *tx)
             .await?;
         }
+        for key in change.deletes {
+            statements += 1;
+            sqlx::query(
+                "DELETE FROM producer_manifest \
+                 WHERE account = $1 AND entity_type = $2 AND entity_id = $3",
+            )
+            .bind(account)
+            .bind(table)
+            .bind(key)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if let Some(high_water) = change.high_water {
+            statements += 1;
+            sqlx::query(
+                "INSERT INTO producer_high_water (account, entity_type, high_water) \
+                 VALUES ($1, $2, $3) ON CONFLICT (account, entity_type) \
+                 DO UPDATE SET high_water = excluded.high_water",
+            )
+            .bind(account)
+            .bind(table)
+            .bind(high_water)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.count(statements);
+        Ok(())
+    }
+
+    /// After a restore: the account's new state and, per table, the manifest and high-water
+    /// mark that now describe the restored database — in one transaction, so a producer stopped
+    /// half-way through a reconcile detects the restore again and repeats it.
+    pub async fn reconcile(
+        &self,
+        account: &str,
+        state: &AccountState,
+        tables: &[TableCheckpoint],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let mut statements = 1;
         sqlx::query(
-            "INSERT INTO producer_high_water (account, entity_type, high_water) \
-             VALUES ($1, $2, $3) ON CONFLICT (account, entity_type) \
-             DO UPDATE SET high_water = excluded.high_water",
+            "INSERT INTO producer_accounts (account, epoch, enrolled, identity, deletes_checked_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account) DO UPDATE SET \
+             epoch = excluded.epoch, enrolled = excluded.enrolled, identity = excluded.identity, \
+             deletes_checked_at = excluded.deletes_checked_at",
+        )
+        .bind(account)
+        .bind(state.epoch)
+        .bind(i64::from(state.enrolled))
+        .bind(state.identity.clone())
+        .bind(state.deletes_checked_at)
+        .execute(&mut *tx)
+        .await?;
+        for (table, entries, high_water) in tables {
+            statements += 3 + entries.len() as u64;
+            for sql in [
+                "DELETE FROM producer_manifest WHERE account = $1 AND entity_type = $2",
+                "DELETE FROM producer_inflight WHERE account = $1 AND entity_type = $2",
+            ] {
+                sqlx::query(sql)
+                    .bind(account)
+                    .bind(table)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (key, version) in entries {
+                sqlx::query(
+                    "INSERT INTO producer_manifest (account, entity_type, entity_id, version) \
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(account)
+                .bind(table)
+                .bind(key)
+                .bind(version)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                "INSERT INTO producer_high_water (account, entity_type, high_water) \
+                 VALUES ($1, $2, $3) ON CONFLICT (account, entity_type) \
+                 DO UPDATE SET high_water = excluded.high_water",
+            )
+            .bind(account)
+            .bind(table)
+            .bind(high_water)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.count(statements);
+        Ok(())
+    }
+
+    /// Low-water marks of transactions that may still commit below the high-water mark.
+    pub async fn inflight(&self, account: &str, table: &str) -> Result<Vec<(i64, i64)>> {
+        self.count(1);
+        Ok(sqlx::query_as(
+            "SELECT next_txid, low_water FROM producer_inflight WHERE account = $1 AND entity_type = $2",
         )
         .bind(account)
         .bind(table)
-        .bind(high_water)
-        .execute(&mut *tx)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Forgets markers whose transactions all ended (`xmax <= xmin`) and adds a new one.
+    pub async fn update_inflight(
+        &self,
+        account: &str,
+        table: &str,
+        xmin: i64,
+        add: Option<(i64, i64)>,
+    ) -> Result<()> {
+        self.count(2);
+        sqlx::query(
+            "DELETE FROM producer_inflight WHERE account = $1 AND entity_type = $2 AND next_txid <= $3",
+        )
+        .bind(account)
+        .bind(table)
+        .bind(xmin)
+        .execute(&self.pool)
         .await?;
-        tx.commit().await?;
+        if let Some((xmax, low_water)) = add {
+            sqlx::query(
+                "INSERT INTO producer_inflight (account, entity_type, next_txid, low_water) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (account, entity_type, next_txid) \
+                 DO UPDATE SET low_water = CASE WHEN excluded.low_water < producer_inflight.low_water \
+                 THEN excluded.low_water ELSE producer_inflight.low_water END",
+            )
+            .bind(account)
+            .bind(table)
+            .bind(xmax)
+            .bind(low_water)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Takes or renews the account's lease; false while another live owner holds it.
+    pub async fn try_lease(&self, account: &str, owner: &str, ttl: Duration) -> Result<bool> {
+        self.count(1);
+        let now = now_millis();
+        let taken = sqlx::query(
+            "INSERT INTO producer_leases (account, owner, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (account) DO UPDATE SET owner = excluded.owner, \
+             expires_at = excluded.expires_at \
+             WHERE producer_leases.owner = excluded.owner OR producer_leases.expires_at < $4",
+        )
+        .bind(account)
+        .bind(owner)
+        .bind(now + ttl.as_millis() as i64)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(taken == 1)
+    }
+
+    /// Gives the lease up, so another instance need not wait for it to expire.
+    pub async fn release(&self, account: &str, owner: &str) -> Result<()> {
+        self.count(1);
+        sqlx::query("DELETE FROM producer_leases WHERE account = $1 AND owner = $2")
+            .bind(account)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 }
