@@ -11,11 +11,15 @@ use tandem_producer::config::Sources;
 use tandem_producer::Producer;
 use tandem_testkit::{brokers, read_events, topic, PgDatabase};
 
+/// (kind, table, key) of an account's events; snapshot markers as (kind, "", "").
 fn summary(events: &[(String, ChangeEvent)], account: &str) -> Vec<(Kind, String, String)> {
     events
         .iter()
         .filter(|(key, _)| key == account)
-        .map(|(_, e)| (e.kind, e.entity_type.clone(), e.entity_id.clone()))
+        .map(|(_, e)| match e.kind {
+            Kind::SnapshotBegin | Kind::SnapshotEnd => (e.kind, String::new(), String::new()),
+            kind => (kind, e.entity_type.clone(), e.entity_id.clone()),
+        })
         .collect()
 }
 
@@ -83,7 +87,8 @@ async fn postgres_legacy_with_typed_columns_and_composite_keys() -> anyhow::Resu
         },
     )
     .await?;
-    ensure!(producer.cycle().await? == 5);
+    // Enrolment: each account's first cycle is a snapshot.
+    ensure!(producer.cycle().await? == 9);
     ensure!(
         producer.cycle().await? == 0,
         "an idle cycle publishes nothing"
@@ -97,14 +102,16 @@ async fn postgres_legacy_with_typed_columns_and_composite_keys() -> anyhow::Resu
         .await?;
     ensure!(producer.cycle().await? == 2);
 
-    let events = read_events(&brokers, &topic, 7, Duration::from_secs(30)).await?;
+    let events = read_events(&brokers, &topic, 11, Duration::from_secs(30)).await?;
     ensure!(
         summary(&events, "t1")
             == kinds(&[
+                (Kind::SnapshotBegin, "", ""),
                 (Kind::Created, "invoices", "1"),
                 (Kind::Created, "invoices", "2"),
                 (Kind::Created, "invoice_lines", "1|1"),
                 (Kind::Created, "invoice_lines", "1|2"),
+                (Kind::SnapshotEnd, "", ""),
                 (Kind::Updated, "invoices", "2"),
             ]),
         "t1: {:?}",
@@ -113,7 +120,9 @@ async fn postgres_legacy_with_typed_columns_and_composite_keys() -> anyhow::Resu
     ensure!(
         summary(&events, "t2")
             == kinds(&[
+                (Kind::SnapshotBegin, "", ""),
                 (Kind::Created, "invoices", "1"),
+                (Kind::SnapshotEnd, "", ""),
                 (Kind::Created, "invoices", "5")
             ]),
         "t2: {:?}",
@@ -195,16 +204,25 @@ async fn one_sqlite_database_per_account() -> anyhow::Result<()> {
         },
     )
     .await?;
-    ensure!(producer.cycle().await? == 3);
-    let events = read_events(&brokers, &topic, 3, Duration::from_secs(30)).await?;
+    ensure!(producer.cycle().await? == 7);
+    let events = read_events(&brokers, &topic, 7, Duration::from_secs(30)).await?;
     ensure!(
         summary(&events, "north")
             == kinds(&[
+                (Kind::SnapshotBegin, "", ""),
                 (Kind::Created, "items", "sku-1"),
-                (Kind::Created, "items", "sku-2")
+                (Kind::Created, "items", "sku-2"),
+                (Kind::SnapshotEnd, "", "")
             ])
     );
-    ensure!(summary(&events, "south") == kinds(&[(Kind::Created, "items", "sku-1")]));
+    ensure!(
+        summary(&events, "south")
+            == kinds(&[
+                (Kind::SnapshotBegin, "", ""),
+                (Kind::Created, "items", "sku-1"),
+                (Kind::SnapshotEnd, "", "")
+            ])
+    );
     ensure!(events.iter().all(|(key, e)| *key == e.account_id));
     Ok(())
 }

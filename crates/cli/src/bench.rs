@@ -156,8 +156,10 @@ impl Table {
 async fn idle(producer: &Producer, cycles: usize) -> anyhow::Result<Cost> {
     let mut costs = Vec::new();
     for _ in 0..cycles.max(1) {
-        let (cost, published) =
-            measure(producer, async { Ok(producer.cycle_account(ACCOUNT).await?) }).await?;
+        let (cost, published) = measure(producer, async {
+            Ok(producer.cycle_account(ACCOUNT).await?)
+        })
+        .await?;
         ensure!(published == 0, "an idle cycle published {published} events");
         costs.push(cost);
     }
@@ -197,7 +199,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     producer.adopt(ACCOUNT).await?;
     let idle_small = idle(&producer, cycles).await?;
 
-    say(&format!("{rows} rows (building and recording the manifest takes a while)"));
+    say(&format!(
+        "{rows} rows (building and recording the manifest takes a while)"
+    ));
     table.grow_to(rows).await?;
     producer.adopt(ACCOUNT).await?;
     let idle_large = idle(&producer, cycles).await?;
@@ -215,7 +219,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     .await?;
     let mut found_keys: Vec<String> = found.deleted.iter().map(|(k, _)| k.clone()).collect();
     found_keys.sort();
-    ensure!(found_keys == expected, "the differencing check found {found_keys:?}, not {expected:?}");
+    ensure!(
+        found_keys == expected,
+        "the differencing check found {found_keys:?}, not {expected:?}"
+    );
     let (full_scan, scanned) = measure(&producer, async {
         Ok(producer.full_scan_deletes(ACCOUNT, "items").await?)
     })
@@ -230,9 +237,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
         .take(100)
         .collect();
     table.update(&updated).await?;
-    let (updates, published) =
-        measure(&producer, async { Ok(producer.cycle_account(ACCOUNT).await?) }).await?;
-    ensure!(published == 100, "the cycle published {published} events, not 100");
+    let (updates, published) = measure(&producer, async {
+        Ok(producer.cycle_account(ACCOUNT).await?)
+    })
+    .await?;
+    ensure!(
+        published == 100,
+        "the cycle published {published} events, not 100"
+    );
 
     let speedup = full_scan.ms / differencing.ms.max(0.001);
     let report = json!({

@@ -214,7 +214,11 @@ pub struct PublishArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// The producer's store, where account epochs are kept.
-    #[arg(long, env = "TANDEM_PRODUCER_STORE", default_value = "sqlite://tandem-producer.db")]
+    #[arg(
+        long,
+        env = "TANDEM_PRODUCER_STORE",
+        default_value = "sqlite://tandem-producer.db"
+    )]
     pub store: String,
 }
 
@@ -444,7 +448,8 @@ async fn run_produce(args: ProduceArgs) -> anyhow::Result<i32> {
 
 async fn run_snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {
     let sources = Sources::load(&args.produce.sources)?;
-    let producer = Producer::connect(&sources, &args.produce.sources, args.produce.options()).await?;
+    let producer =
+        Producer::connect(&sources, &args.produce.sources, args.produce.options()).await?;
     let id = args
         .snapshot_id
         .unwrap_or_else(|| format!("{}-{}", args.account, tandem_producer::now_millis()));
@@ -479,7 +484,10 @@ async fn run_publish(args: PublishArgs) -> anyhow::Result<i32> {
             .len();
         eprintln!("published {published} of {}", detections.len());
     }
-    eprintln!("published {published} detections, rejected {}", rejected.len());
+    eprintln!(
+        "published {published} detections, rejected {}",
+        rejected.len()
+    );
     Ok(if rejected.is_empty() { 0 } else { 1 })
 }
 

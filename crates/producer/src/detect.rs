@@ -1,7 +1,7 @@
 //! Change detection for one account: the version scan, the differencing check for deletes,
 //! restore detection and reconcile, and snapshots.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use tandem_event::{ChangeEvent, Kind};
@@ -50,7 +50,10 @@ impl Producer {
         let bounds = self.legacy.snapshot_bounds(account).await?;
         let upto = self.max_version(account).await?;
         let identity = self.legacy.identity(account).await?;
-        if let Some(signal) = self.restore_signal(account, &state, upto, &identity).await? {
+        let (signal, suspect) = self
+            .restore_signal(account, &state, upto, &identity)
+            .await?;
+        if let Some(signal) = signal {
             return self.restore(account, state, signal).await;
         }
         if state.identity.is_none() && identity.is_some() {
@@ -59,7 +62,9 @@ impl Producer {
         }
         if !state.enrolled {
             let id = format!("enrol-{account}-{}-{upto}", state.epoch);
-            let published = self.snapshot_leased(account, &mut state, &id, upto, bounds).await?;
+            let published = self
+                .snapshot_leased(account, &mut state, &id, upto, bounds)
+                .await?;
             state.enrolled = true;
             self.store.set_account(account, &state).await?;
             return Ok(published);
@@ -71,14 +76,32 @@ impl Producer {
                 Err(signal) => return Ok(published + self.restore(account, state, signal).await?),
             }
         }
-        let due = now_millis() - state.deletes_checked_at
-            >= self.options.delete_check_interval.as_millis() as i64;
+        let due = suspect
+            || now_millis() - state.deletes_checked_at
+                >= self.options.delete_check_interval.as_millis() as i64;
         if due {
             for table in self.legacy.tables() {
                 match self.check_deletes(account, &state, table, upto).await? {
                     Ok(n) => published += n,
                     Err(signal) => {
                         return Ok(published + self.restore(account, state, signal).await?)
+                    }
+                }
+                if suspect {
+                    // No row went back, so the newest rows were deleted — or the database was
+                    // restored to before rows that were only ever created. Either way the
+                    // deletes are published; lowering the high-water mark makes sure writes
+                    // that reuse versions after such a restore are read.
+                    let max = self.legacy.max_version(account, &table.name).await?;
+                    let high_water = self.store.high_water(account, &table.name).await?;
+                    if max < high_water {
+                        let advance = Advance {
+                            high_water: Some(max),
+                            ..Advance::default()
+                        };
+                        self.store
+                            .advance(account, &table.name, advance, self.lease())
+                            .await?;
                     }
                 }
             }
@@ -97,28 +120,40 @@ impl Producer {
         Ok(upto)
     }
 
+    /// A certain restore signal, or whether one is suspected: without a version counter to
+    /// ask, the account's newest version dropping below the high-water mark means either a
+    /// restore or deletes of the newest rows, and only the differencing check can tell.
     async fn restore_signal(
         &self,
         account: &str,
         state: &AccountState,
         upto: i64,
         identity: &Option<String>,
-    ) -> Result<Option<RestoreSignal>> {
+    ) -> Result<(Option<RestoreSignal>, bool)> {
         if let (Some(from), Some(to)) = (&state.identity, identity) {
             if from != to {
-                return Ok(Some(RestoreSignal::IdentityChanged {
+                let signal = RestoreSignal::IdentityChanged {
                     from: from.clone(),
                     to: to.clone(),
-                }));
+                };
+                return Ok((Some(signal), false));
             }
         }
         let mut high_water = 0;
         for table in self.legacy.tables() {
             high_water = high_water.max(self.store.high_water(account, &table.name).await?);
         }
-        let current = self.legacy.version_counter(account).await?.unwrap_or(upto);
-        Ok((current < high_water)
-            .then_some(RestoreSignal::VersionBelowHighWater { current, high_water }))
+        match self.legacy.version_counter(account).await? {
+            Some(current) if current < high_water => Ok((
+                Some(RestoreSignal::VersionBelowHighWater {
+                    current,
+                    high_water,
+                }),
+                false,
+            )),
+            Some(_) => Ok((None, false)),
+            None => Ok((None, upto < high_water)),
+        }
     }
 
     fn event(
@@ -218,7 +253,14 @@ impl Producer {
                     }
                     Some(_) => Kind::Updated,
                 };
-                events.push(self.row_event(account, kind, &table.name, row, state.epoch, detected_at));
+                events.push(self.row_event(
+                    account,
+                    kind,
+                    &table.name,
+                    row,
+                    state.epoch,
+                    detected_at,
+                ));
                 upserts.push((row.entity_id.clone(), row.version));
             }
             self.publish(&events).await?;
@@ -334,7 +376,10 @@ impl Producer {
             return Ok(Vec::new());
         };
         let keys: Vec<&str> = stones.iter().map(|(k, _)| k.as_str()).collect();
-        let known = self.store.manifest_versions(account, &table.name, &keys).await?;
+        let known = self
+            .store
+            .manifest_versions(account, &table.name, &keys)
+            .await?;
         let deleted = stones
             .into_iter()
             .filter(|(key, version)| known.get(key).is_some_and(|v| v < version))
@@ -385,8 +430,12 @@ impl Producer {
                     continue;
                 }
                 let legacy_rows = self.legacy.version_range(account, table, sub).await?;
-                let manifest_rows: HashMap<String, i64> =
-                    self.store.manifest_range(account, table, sub).await?.into_iter().collect();
+                let manifest_rows: HashMap<String, i64> = self
+                    .store
+                    .manifest_range(account, table, sub)
+                    .await?
+                    .into_iter()
+                    .collect();
                 let present: HashSet<(&str, i64)> = legacy_rows
                     .iter()
                     .map(|r| (r.entity_id.as_str(), r.version))
@@ -415,20 +464,24 @@ impl Producer {
             .into_iter()
             .map(|r| r.entity_id)
             .collect();
-        let legacy_versions: BTreeMap<&str, i64> = legacy_only
-            .iter()
-            .map(|r| (r.entity_id.as_str(), r.version))
-            .collect();
+        // Below this version every row was published: one the manifest does not have at its
+        // version came back from an older state of the database. Above it (PostgreSQL only),
+        // transactions that were open at an earlier read may have committed late.
+        let mut settled = high_water;
+        if self.legacy.is_postgres(account)? {
+            for (_, low_water) in self.store.inflight(account, table).await? {
+                settled = settled.min(low_water);
+            }
+        }
+        if let Some(row) = legacy_only.iter().find(|r| r.version <= settled) {
+            warn!(account, table, key = %row.entity_id, version = row.version, "a row is back at an old version");
+            found.went_backwards = Some(row.entity_id.clone());
+            return Ok(found);
+        }
+        let legacy_keys: HashSet<&str> = legacy_only.iter().map(|r| r.entity_id.as_str()).collect();
         for (key, version) in &manifest_only {
-            match legacy_versions.get(key.as_str()) {
-                Some(now) if now < version => {
-                    warn!(account, table, key, "a row's version went backwards");
-                    found.went_backwards = Some(key.clone());
-                    return Ok(found);
-                }
-                Some(_) => {}
-                None if newer.contains(key) => {}
-                None => found.deleted.push((key.clone(), *version)),
+            if !legacy_keys.contains(key.as_str()) && !newer.contains(key) {
+                found.deleted.push((key.clone(), *version));
             }
         }
         found.deleted.sort();
@@ -498,7 +551,14 @@ impl Producer {
                     Some(v) if v == row.version => continue,
                     Some(_) => Kind::Updated,
                 };
-                events.push(self.row_event(account, kind, &table.name, row, state.epoch, detected_at));
+                events.push(self.row_event(
+                    account,
+                    kind,
+                    &table.name,
+                    row,
+                    state.epoch,
+                    detected_at,
+                ));
             }
             let mut gone: Vec<(String, i64)> = manifest.into_iter().collect();
             gone.sort();
@@ -612,8 +672,14 @@ impl Producer {
                         } else {
                             Kind::Created
                         };
-                        let mut event =
-                            self.row_event(account, kind, &table.name, row, state.epoch, detected_at);
+                        let mut event = self.row_event(
+                            account,
+                            kind,
+                            &table.name,
+                            row,
+                            state.epoch,
+                            detected_at,
+                        );
                         event.snapshot_id = Some(snapshot_id.to_owned());
                         event
                     })
@@ -681,7 +747,12 @@ impl Producer {
             }
         }
         self.publish(&[marker(Kind::SnapshotEnd)]).await?;
-        info!(account, snapshot_id, events = published, "published snapshot");
+        info!(
+            account,
+            snapshot_id,
+            events = published,
+            "published snapshot"
+        );
         Ok(published)
     }
 }

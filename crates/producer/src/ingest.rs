@@ -332,7 +332,10 @@ mod tests {
         let (good, bad) = parse_lines(&text, Some("acme"));
         assert_eq!(good.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [1, 4]);
         assert_eq!(good[1].1.entity_id, "3");
-        assert_eq!(good[0].1.data.as_ref().map(|d| d["n"].clone()), Some(Value::Long(2)));
+        assert_eq!(
+            good[0].1.data.as_ref().map(|d| d["n"].clone()),
+            Some(Value::Long(2))
+        );
         let fields: Vec<(usize, &str)> = bad.iter().map(|r| (r.line, r.field.as_str())).collect();
         assert_eq!(
             fields,

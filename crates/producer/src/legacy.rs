@@ -79,8 +79,8 @@ impl Legacy {
                 account_column,
                 ..
             } => {
-                let db = Database::open(url, sources, Some(account_column), origin, &queries)
-                    .await?;
+                let db =
+                    Database::open(url, sources, Some(account_column), origin, &queries).await?;
                 databases.insert(String::new(), db);
             }
             Layout::PerAccount(urls) => {
@@ -129,7 +129,9 @@ impl Legacy {
             .await?;
         let get = |name: &str| match rows.first().and_then(|r| r.get(name)) {
             Some(Value::Long(v)) => Ok(*v),
-            other => Err(Error::Internal(format!("snapshot bound {name} is {other:?}"))),
+            other => Err(Error::Internal(format!(
+                "snapshot bound {name} is {other:?}"
+            ))),
         };
         Ok(Some((get("xmin")?, get("xmax")?)))
     }
@@ -203,7 +205,8 @@ impl Legacy {
         table: &str,
         (lo, hi): (i64, i64),
     ) -> Result<Vec<LegacyRow>> {
-        self.changes(account, table, (lo - 1, hi - 1), usize::MAX).await
+        self.changes(account, table, (lo - 1, hi - 1), usize::MAX)
+            .await
     }
 
     /// Keys listed in the table's tombstone table with a version in `(after, upto]`, with

@@ -98,12 +98,14 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(row
-            .map(|(epoch, enrolled, identity, deletes_checked_at)| AccountState {
-                epoch,
-                enrolled: enrolled != 0,
-                identity,
-                deletes_checked_at,
-            })
+            .map(
+                |(epoch, enrolled, identity, deletes_checked_at)| AccountState {
+                    epoch,
+                    enrolled: enrolled != 0,
+                    identity,
+                    deletes_checked_at,
+                },
+            )
             .unwrap_or_default())
     }
 
