@@ -221,3 +221,70 @@ async fn garbage_is_dead_lettered_with_its_bytes_and_valid_events_flow() -> anyh
     cloud.stop().await?;
     store.drop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_to_a_row_not_yet_seen_waits_for_it() -> anyhow::Result<()> {
+    let brokers = brokers()?;
+    let topic = topic(&brokers, 1).await?;
+    let store = PgDatabase::create().await?;
+    let cloud = Cloud::start(Default::default()).await?;
+    let publisher = Publisher::connect(&brokers, &topic, Codec::default(), &[]).await?;
+    // The property arrives before the contact it names as owner (the contact changed after the
+    // producer's cycle read the contacts table).
+    let mut property = ChangeEvent::new("acme", Kind::Created, "properties", "1", 0, 5);
+    property.data = Some(
+        [
+            ("id", Value::Long(1)),
+            ("owner_contact_id", Value::Long(9)),
+            ("street", Value::String("1 High Street".into())),
+            ("city", Value::String("York".into())),
+            ("bedrooms", Value::Long(3)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+    );
+    publisher.publish(&[property]).await?;
+    let running = start(&brokers, &topic, &unique("group"), &store.url, &cloud.url).await?;
+    running
+        .until("the property event", |s| {
+            s.applied.load(Ordering::Relaxed) == 1
+        })
+        .await?;
+    let client = CloudClient::new(&cloud.url, Duration::from_secs(5), 1);
+    ensure!(
+        client.list("acme", "properties").await?.is_empty(),
+        "sent with a dangling owner"
+    );
+    let parked = Store::open(&store.url).await?.parked().await?;
+    ensure!(
+        parked
+            == [(
+                "acme".into(),
+                "property".into(),
+                "1".into(),
+                "contact/9".into()
+            )],
+        "{parked:?}"
+    );
+
+    publisher
+        .publish(&[contact("acme", 9, 9, "owner@example.com")])
+        .await?;
+    running
+        .until("the contact event", |s| {
+            s.applied.load(Ordering::Relaxed) == 2
+        })
+        .await?;
+    running.stop().await?;
+    let contacts = client.list("acme", "contacts").await?;
+    let properties = client.list("acme", "properties").await?;
+    ensure!(contacts.len() == 1 && properties.len() == 1);
+    ensure!(
+        properties[0]["owner_id"] == contacts[0]["id"],
+        "{properties:?}"
+    );
+    ensure!(Store::open(&store.url).await?.parked().await?.is_empty());
+    cloud.stop().await?;
+    store.drop().await
+}

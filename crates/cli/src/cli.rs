@@ -464,7 +464,11 @@ async fn run_publish(args: PublishArgs) -> anyhow::Result<i32> {
             .with_context(|| format!("cannot read {}", path.display()))?,
         _ => std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?,
     };
-    let (good, rejected) = tandem_producer::ingest::parse_lines(&text, args.account.as_deref());
+    let accounts = match &args.account {
+        Some(account) => tandem_producer::ingest::Accounts::Default(account),
+        None => tandem_producer::ingest::Accounts::Named,
+    };
+    let (good, rejected) = tandem_producer::ingest::parse_lines(&text, accounts);
     for rejection in &rejected {
         eprintln!("rejected {rejection}");
     }

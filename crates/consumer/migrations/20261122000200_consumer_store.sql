@@ -31,3 +31,17 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
     next_offset BIGINT NOT NULL,
     PRIMARY KEY (consumer_group, topic, partition_id)
 );
+
+-- Resources waiting for a resource they refer to, whose legacy row has not arrived yet. The
+-- waiting resource is created as soon as the one it waits for is.
+CREATE TABLE IF NOT EXISTS consumer_parked (
+    account TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    root_key TEXT NOT NULL,
+    target TEXT NOT NULL,
+    target_key TEXT NOT NULL,
+    PRIMARY KEY (account, resource, root_key)
+);
+
+CREATE INDEX IF NOT EXISTS consumer_parked_by_target
+    ON consumer_parked (account, target, target_key);

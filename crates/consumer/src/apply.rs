@@ -63,6 +63,7 @@ struct Session<'a> {
     event: &'a ChangeEvent,
     row: MirrorRow,
     ids: HashMap<ResourceKey, Option<Mapped>>,
+    parked: HashMap<ResourceKey, Option<ResourceKey>>,
 }
 
 impl Engine {
@@ -111,6 +112,7 @@ impl Engine {
                 data,
             },
             ids: HashMap::new(),
+            parked: HashMap::new(),
         };
         let deleted = session.row.data.is_none();
         for resource in self.mapping.rooted_at(&event.entity_type) {
@@ -135,6 +137,7 @@ impl Engine {
                 session.row,
             )],
             ids: session.ids.into_iter().collect(),
+            parked: session.parked.into_iter().collect(),
             position,
         };
         self.store.commit(account, &book).await?;
@@ -258,23 +261,37 @@ impl Session<'_> {
                         key,
                     }) => {
                         let dependency = self.engine.mapping.resource(&target);
-                        let known = match dependency {
-                            Some(dep) => self.row(&dep.root, &key).await?.is_some(),
-                            None => false,
+                        let Some(dep) = dependency.filter(|_| depth < MAX_DEPENDENCY_DEPTH) else {
+                            return Err(Error::Unresolved {
+                                resource: resource.name.clone(),
+                                root_key: root_key.to_owned(),
+                                target,
+                                key,
+                            });
                         };
-                        match dependency {
-                            Some(dep) if known && depth < MAX_DEPENDENCY_DEPTH => {
-                                self.ensure(dep, &key, depth + 1).await?;
-                            }
-                            _ => {
-                                return Err(Error::Unresolved {
-                                    resource: resource.name.clone(),
-                                    root_key: root_key.to_owned(),
-                                    target,
-                                    key,
-                                })
+                        if self.row(&dep.root, &key).await?.is_some() {
+                            // Its row is known: create it first, then render again — unless
+                            // it is itself waiting for something.
+                            self.ensure(dep, &key, depth + 1).await?;
+                            if self.cloud_id(&target, &key).await?.is_some() {
+                                continue;
                             }
                         }
+                        // Its row has not arrived yet (it changed after the cycle that
+                        // published this one read its table): wait for it rather than send a
+                        // dangling reference.
+                        tracing::info!(
+                            account = %self.account(),
+                            resource = %resource.name,
+                            root_key,
+                            waiting_for = %format!("{target}/{key}"),
+                            "parked until the resource it refers to arrives"
+                        );
+                        self.parked.insert(
+                            (resource.name.clone(), root_key.to_owned()),
+                            Some((target, key)),
+                        );
+                        return Ok(());
                     }
                     Err(e @ RenderError::Coerce { .. }) => {
                         return Err(Error::Render {
@@ -306,9 +323,28 @@ impl Session<'_> {
                         .create(&account, &resource.collection, &doc, &key)
                         .await
                         .map_err(|e| api_error(resource, root_key, e))?;
-                    self.ids.insert(map_key, Some((id, hash)));
+                    self.ids.insert(map_key.clone(), Some((id, hash)));
+                    // Resources that waited for this one can be created now.
+                    let mut waiting = self
+                        .engine
+                        .store
+                        .waiting_on(&account, &resource.name, root_key)
+                        .await?;
+                    waiting.extend(
+                        self.parked
+                            .iter()
+                            .filter(|(_, target)| target.as_ref() == Some(&map_key))
+                            .map(|(waiter, _)| waiter.clone()),
+                    );
+                    for (name, key) in waiting {
+                        if let Some(waiter) = self.engine.mapping.resource(&name) {
+                            self.ensure(waiter, &key, depth + 1).await?;
+                        }
+                    }
                 }
             }
+            self.parked
+                .insert((resource.name.clone(), root_key.to_owned()), None);
             Ok(())
         })
     }
@@ -324,6 +360,8 @@ impl Session<'_> {
             self.ids
                 .insert((resource.name.clone(), root_key.to_owned()), None);
         }
+        self.parked
+            .insert((resource.name.clone(), root_key.to_owned()), None);
         Ok(())
     }
 }

@@ -42,6 +42,8 @@ pub struct Bookkeeping {
     pub mirror: Vec<(String, String, MirrorRow)>,
     /// (resource, root_key) → Some((cloud id, document hash)), or None when deleted.
     pub ids: Vec<(ResourceKey, Option<Mapped>)>,
+    /// Resources now waiting for the resource they refer to (`Some`), or no longer (`None`).
+    pub parked: Vec<(ResourceKey, Option<ResourceKey>)>,
     pub position: Option<Position>,
 }
 
@@ -138,6 +140,38 @@ impl Store {
         .await?)
     }
 
+    /// Resources waiting for `(target, target_key)` to be created.
+    pub async fn waiting_on(
+        &self,
+        account: &str,
+        target: &str,
+        target_key: &str,
+    ) -> Result<Vec<ResourceKey>> {
+        Ok(sqlx::query_as(
+            "SELECT resource, root_key FROM consumer_parked \
+             WHERE account = $1 AND target = $2 AND target_key = $3",
+        )
+        .bind(account)
+        .bind(target)
+        .bind(target_key)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Every parked resource of every account: (account, resource, root key, waiting for).
+    pub async fn parked(&self) -> Result<Vec<(String, String, String, String)>> {
+        let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
+            "SELECT account, resource, root_key, target, target_key FROM consumer_parked \
+             ORDER BY account, resource, root_key",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(a, r, k, t, tk)| (a, r, k, format!("{t}/{tk}")))
+            .collect())
+    }
+
     /// The next offset to apply for a partition, if one was ever recorded.
     pub async fn position(&self, group: &str, topic: &str, partition: i32) -> Result<Option<i64>> {
         let row: Option<(i64,)> = sqlx::query_as(
@@ -204,6 +238,29 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 }
+            }
+        }
+        for ((resource, root_key), waiting) in &book.parked {
+            sqlx::query(
+                "DELETE FROM consumer_parked WHERE account = $1 AND resource = $2 AND root_key = $3",
+            )
+            .bind(account)
+            .bind(resource)
+            .bind(root_key)
+            .execute(&mut *tx)
+            .await?;
+            if let Some((target, target_key)) = waiting {
+                sqlx::query(
+                    "INSERT INTO consumer_parked (account, resource, root_key, target, target_key) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(account)
+                .bind(resource)
+                .bind(root_key)
+                .bind(target)
+                .bind(target_key)
+                .execute(&mut *tx)
+                .await?;
             }
         }
         if let Some(p) = &book.position {

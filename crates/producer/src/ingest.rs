@@ -169,9 +169,23 @@ pub fn parse_detection(line: &str) -> Result<Detection, (String, String)> {
     })
 }
 
+/// Which account lines without an `account_id` belong to, and whether lines may name another.
+#[derive(Debug, Clone, Copy)]
+pub enum Accounts<'a> {
+    /// Every line names its account.
+    Named,
+    /// Lines without an account belong to this one; others may name theirs.
+    Default(&'a str),
+    /// Every line belongs to this account (the URL's); naming another is an error.
+    Only(&'a str),
+}
+
 /// Parses JSON lines (blank lines skipped): the good detections with their line numbers, and
-/// a rejection per bad line. A detection naming another account than `account` is rejected.
-pub fn parse_lines(text: &str, account: Option<&str>) -> (Vec<(usize, Detection)>, Vec<Rejection>) {
+/// a rejection per bad line.
+pub fn parse_lines(
+    text: &str,
+    accounts: Accounts<'_>,
+) -> (Vec<(usize, Detection)>, Vec<Rejection>) {
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for (index, line) in text.lines().enumerate() {
@@ -185,16 +199,18 @@ pub fn parse_lines(text: &str, account: Option<&str>) -> (Vec<(usize, Detection)
             message,
         };
         match parse_detection(line) {
-            Ok(mut detection) => match (account, &detection.account_id) {
-                (Some(expected), Some(named)) if named != expected => bad.push(reject((
+            Ok(mut detection) => match (accounts, &detection.account_id) {
+                (Accounts::Only(expected), Some(named)) if named != expected => bad.push(reject((
                     "account_id".into(),
                     format!("names {named:?}, but the detections are for {expected:?}"),
                 ))),
-                (Some(expected), None) => {
-                    detection.account_id = Some(expected.to_owned());
+                (Accounts::Only(account) | Accounts::Default(account), None) => {
+                    detection.account_id = Some(account.to_owned());
                     good.push((line_no, detection));
                 }
-                (None, None) => bad.push(reject(("account_id".into(), "is required".into()))),
+                (Accounts::Named, None) => {
+                    bad.push(reject(("account_id".into(), "is required".into())))
+                }
                 _ => good.push((line_no, detection)),
             },
             Err(e) => bad.push(reject(e)),
@@ -263,7 +279,7 @@ async fn post_detections(
     Path(account): Path<String>,
     body: String,
 ) -> Response {
-    let (good, rejected) = parse_lines(&body, Some(&account));
+    let (good, rejected) = parse_lines(&body, Accounts::Only(&account));
     let detections: Vec<Detection> = good.into_iter().map(|(_, d)| d).collect();
     if let Err(e) = publish_detections(&state.0, &state.1, &detections).await {
         let error = serde_json::json!({ "error": e.to_string() });
@@ -329,7 +345,7 @@ mod tests {
             r#"{"kind":"CREATED","entity_type":"contacts","entity_id":"6","version":9,"data":{"tags":[1]}}"#,
         ]
         .join("\n");
-        let (good, bad) = parse_lines(&text, Some("acme"));
+        let (good, bad) = parse_lines(&text, Accounts::Only("acme"));
         assert_eq!(good.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [1, 4]);
         assert_eq!(good[1].1.entity_id, "3");
         assert_eq!(

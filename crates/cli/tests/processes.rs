@@ -1,0 +1,243 @@
+//! The `tandem` binary as users run it: a producer killed with SIGKILL again and again during a
+//! busy workload loses no change, and `tandem publish` takes JSON lines with bad ones mixed in.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context as _};
+use rand::Rng;
+use tandem_cli::demo::domain;
+use tandem_cli::verify::verify_accounts;
+use tandem_consumer::mapping::Mapping;
+use tandem_consumer::verify::Totals;
+use tandem_consumer::{CloudClient, Consumer, Engine, Store};
+use tandem_producer::config::Sources;
+use tandem_producer::legacy::Legacy;
+use tandem_testkit::{brokers, topic, Cloud, PgDatabase, Reader};
+use tokio_util::sync::CancellationToken;
+
+const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
+
+fn produce(sources: &Path, brokers: &str, topic: &str, store: &str) -> Command {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(sources.with_file_name("producer.log"))
+        .map(Stdio::from)
+        .unwrap_or_else(|_| Stdio::null());
+    let mut command = Command::new(TANDEM);
+    command
+        .args(["produce", "--sources"])
+        .arg(sources)
+        .args(["--brokers", brokers, "--topic", topic, "--store", store])
+        .args([
+            "--interval",
+            "50ms",
+            "--lease-ttl",
+            "1s",
+            "--delete-check-interval",
+            "1s",
+        ])
+        .env("TANDEM_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(log);
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_killed_again_and_again_loses_no_change() -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn")
+        .with_test_writer()
+        .try_init();
+    let brokers = brokers()?;
+    let topic = topic(&brokers, 4).await?;
+    let stores = PgDatabase::create().await?;
+    let cloud = Cloud::start(Default::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let legacy = domain::LegacyDb::create(&dir.path().join("legacy.db")).await?;
+    let accounts: Vec<String> = (1..=10).map(|i| format!("kill-{i:02}")).collect();
+    let mut rng = domain::rng(3);
+    for account in &accounts {
+        legacy.seed(account, &mut rng).await?;
+    }
+    let sources_path = dir.path().join("sources.toml");
+    std::fs::write(&sources_path, domain::sources_for(&legacy.url))?;
+
+    // A busy workload for a while ...
+    let workload = tokio::spawn({
+        let (legacy, accounts) = (legacy.clone(), accounts.clone());
+        async move {
+            let mut rng = domain::rng(4);
+            let started = Instant::now();
+            let mut changes = 0u64;
+            while started.elapsed() < Duration::from_secs(12) {
+                let account = &accounts[rng.random_range(0..accounts.len())];
+                changes += legacy.random_change(account, &mut rng).await?;
+                tokio::time::sleep(Duration::from_millis(8)).await;
+            }
+            anyhow::Ok(changes)
+        }
+    });
+    // ... while the producer is killed with SIGKILL at random moments.
+    let mut kills = 0;
+    let mut rng = rand::rng();
+    while !workload.is_finished() {
+        let mut child = produce(&sources_path, &brokers, &topic, &stores.url).spawn()?;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(300..1200))).await;
+        child.kill()?;
+        child.wait()?;
+        kills += 1;
+    }
+    let changes = workload.await??;
+    ensure!(kills >= 8, "only {kills} kills");
+    ensure!(changes > 300, "only {changes} changes");
+
+    // Then it may finish: once the last killed instance's leases expired, one cycle publishes
+    // the rest.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = produce(&sources_path, &brokers, &topic, &stores.url)
+        .arg("--once")
+        .status()?;
+    ensure!(status.success(), "the final producer run failed: {status}");
+
+    let mapping = Arc::new(Mapping::parse(domain::MAPPING, Path::new("mapping.toml"))?);
+    let client = CloudClient::new(&cloud.url, Duration::from_secs(10), 8);
+    let engine = Engine::new(
+        mapping.clone(),
+        Store::open(&stores.url).await?,
+        client.clone(),
+    );
+    let consumer = Arc::new(Consumer::new(
+        engine,
+        tandem_consumer::Options {
+            brokers: brokers.clone(),
+            topic: topic.clone(),
+            group: format!("{topic}-group"),
+            dead_letter_topic: format!("{topic}.dlq"),
+            kafka: vec![("session.timeout.ms".into(), "6000".into())],
+        },
+    )?);
+    let stop = CancellationToken::new();
+    let task = tokio::spawn({
+        let (consumer, stop) = (consumer.clone(), stop.clone());
+        async move { consumer.run(stop).await }
+    });
+    let origin = Path::new("sources.toml");
+    let legacy_reader = Legacy::connect(&Sources::load(&sources_path)?, origin).await?;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let drift = loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let drift = verify_accounts(&legacy_reader, &mapping, &client, &accounts).await?;
+        if Totals::of(&drift) == Totals::default() || Instant::now() > deadline {
+            break drift;
+        }
+    };
+    if Totals::of(&drift) != Totals::default() {
+        let bad: Vec<&str> = drift
+            .iter()
+            .filter(|a| !a.is_clean())
+            .map(|a| a.account.as_str())
+            .collect();
+        let reader = Reader::new(&brokers, &topic)?;
+        while let Ok(Ok(batch)) = tokio::time::timeout(Duration::from_secs(5), reader.take(1)).await
+        {
+            for (key, e) in batch {
+                if bad.first() == Some(&key.as_str()) {
+                    eprintln!(
+                        "DUMP {key} {} {} {} v{} e{} {:?} det{}",
+                        e.kind,
+                        e.entity_type,
+                        e.entity_id,
+                        e.version,
+                        e.epoch,
+                        e.snapshot_id,
+                        e.detected_at
+                    );
+                }
+            }
+        }
+    }
+    ensure!(
+        Totals::of(&drift) == Totals::default(),
+        "drift after {kills} kills (consumer {:?}, finished early: {}): {drift:#?}",
+        consumer.stats(),
+        task.is_finished()
+    );
+    ensure!(consumer.stats().dead_lettered.load(Ordering::Relaxed) == 0);
+    eprintln!(
+        "{kills} kills, {changes} changes, {} events applied, zero drift",
+        consumer.stats().applied.load(Ordering::Relaxed)
+    );
+    stop.cancel();
+    task.await??;
+    cloud.stop().await?;
+    stores.drop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_takes_json_lines_and_names_the_bad_ones() -> anyhow::Result<()> {
+    let brokers = brokers()?;
+    let topic = topic(&brokers, 1).await?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("detections.jsonl");
+    std::fs::write(
+        &file,
+        [
+            r#"{"kind":"CREATED","entity_type":"contacts","entity_id":"1","version":1,"data":{"email":"a@example.com"}}"#,
+            r#"{"kind":"UPDATED","entity_type":"contacts","entity_id":"1","data":{"email":"b@example.com"}}"#,
+            r#"{"account_id":"globex","kind":"DELETED","entity_type":"contacts","entity_id":"9","version":3}"#,
+            r#"{"kind":"UPDATED","entity_type":"contacts","entity_id":"1","version":2,"data":{"email":["x"]}}"#,
+            r#"{"kind":"UPDATED","entity_type":"contacts","entity_id":"1","version":4,"data":{"email":"c@example.com"}}"#,
+        ]
+        .join("\n"),
+    )?;
+    let output = Command::new(TANDEM)
+        .arg("publish")
+        .arg(&file)
+        .args([
+            "--account",
+            "acme",
+            "--brokers",
+            &brokers,
+            "--topic",
+            &topic,
+        ])
+        .arg("--store")
+        .arg(format!("sqlite://{}", dir.path().join("p.db").display()))
+        .output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.code() == Some(1),
+        "exit {:?}: {stderr}",
+        output.status
+    );
+    ensure!(stderr.contains("line 2: version: is required"), "{stderr}");
+    ensure!(stderr.contains("line 4: data.email:"), "{stderr}");
+    ensure!(
+        stderr.contains("published 3 detections, rejected 2"),
+        "{stderr}"
+    );
+    let events = Reader::new(&brokers, &topic)?.take(3).await?;
+    let got: Vec<(String, String, i64)> = events
+        .iter()
+        .map(|(key, e)| {
+            (
+                key.clone(),
+                format!("{} {}", e.kind, e.entity_id),
+                e.version,
+            )
+        })
+        .collect();
+    let want = [
+        ("acme".to_owned(), "CREATED 1".to_owned(), 1),
+        ("globex".to_owned(), "DELETED 9".to_owned(), 3),
+        ("acme".to_owned(), "UPDATED 1".to_owned(), 4),
+    ];
+    ensure!(got == want, "{got:?}");
+    let _ = std::fs::remove_file(&file).context("cleanup");
+    Ok(())
+}
