@@ -629,3 +629,142 @@ async fn detections_handed_in_over_http_with_bad_lines_mixed_in() -> anyhow::Res
     server.await??;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_producers_share_accounts_without_publishing_twice_and_take_over() -> anyhow::Result<()>
+{
+    let (brokers, dir) = (brokers()?, tempfile::tempdir()?);
+    let topic = topic(&brokers, 2).await?;
+    let store = PgDatabase::create().await?;
+    let notes = Notes::create(dir.path()).await?;
+    let accounts: Vec<String> = (1..=12).map(|i| format!("a{i:02}")).collect();
+    for account in &accounts {
+        notes.insert(account, 1..=4).await?;
+    }
+    let origin = Path::new("sources.toml");
+    let sources = Sources::parse(&notes.sources("", ""), origin)?;
+    let options = tandem_producer::Options {
+        brokers: brokers.clone(),
+        topic: topic.clone(),
+        store_url: store.url.clone(),
+        lease_ttl: Duration::from_secs(6),
+        delete_check_interval: Duration::from_secs(3600),
+        ..Default::default()
+    };
+    let first = Producer::connect(&sources, origin, options.clone()).await?;
+    let second = Producer::connect(&sources, origin, options).await?;
+
+    // Both cycle every account at the same time: each account is enrolled exactly once.
+    let (a, b) = tokio::join!(first.cycle(), second.cycle());
+    let (a, b) = (a?, b?);
+    ensure!(a + b == 12 * 6, "published {a} + {b}");
+    ensure!(a > 0 && b > 0, "both instances got accounts: {a} and {b}");
+
+    // The first instance dies holding its leases; the second takes its accounts over once
+    // they expire, and nothing is published twice or missed.
+    drop(first);
+    for account in &accounts {
+        notes.update(account, 1).await?;
+    }
+    let before_expiry = second.cycle().await?;
+    ensure!(
+        before_expiry == b / 6,
+        "only its own accounts before expiry: {before_expiry}"
+    );
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    let after_expiry = second.cycle().await?;
+    ensure!(
+        before_expiry + after_expiry == 12,
+        "{before_expiry} + {after_expiry}"
+    );
+
+    let reader = Reader::new(&brokers, &topic)?;
+    let events = reader.take(72 + 12).await?;
+    let mut ids: Vec<&str> = events.iter().map(|(_, e)| e.event_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    ensure!(ids.len() == 84, "an event was published twice");
+    let updates: Vec<_> = events
+        .iter()
+        .filter(|(_, e)| e.kind == Kind::Updated)
+        .collect();
+    let mut updated: Vec<&str> = updates.iter().map(|(key, _)| key.as_str()).collect();
+    updated.sort();
+    ensure!(updated == accounts.iter().map(String::as_str).collect::<Vec<_>>());
+    ensure!(updates.iter().all(|(_, e)| short(e) == "U notes/1@0"));
+    drop(second);
+    store.drop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_wakes_the_detector_before_its_interval() -> anyhow::Result<()> {
+    let (brokers, dir) = (brokers()?, tempfile::tempdir()?);
+    let topic = topic(&brokers, 1).await?;
+    let db = PgDatabase::create().await?;
+    let mut pg = PgConnection::connect(&db.url).await?;
+    for statement in [
+        "CREATE SEQUENCE legacy_version",
+        "CREATE FUNCTION stamp() RETURNS trigger AS $$ BEGIN \
+         NEW.row_version := nextval('legacy_version'); RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TABLE notes (account_id TEXT NOT NULL, id BIGINT NOT NULL, body TEXT, \
+         row_version BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (account_id, id))",
+        "CREATE TRIGGER notes_stamp BEFORE INSERT OR UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION stamp()",
+        "INSERT INTO notes (account_id, id, body) VALUES ('acme', 1, 'first')",
+    ] {
+        sqlx::query(statement).execute(&mut pg).await?;
+    }
+    let sources = format!(
+        "[legacy]\nurl = \"{}\"\naccount_column = \"account_id\"\nnotify_channel = \"notes_changed\"\n\
+         [[tables]]\nname = \"notes\"\nkey = [\"id\"]\nversion_column = \"row_version\"\n",
+        db.url
+    );
+    let origin = Path::new("sources.toml");
+    let producer = std::sync::Arc::new(
+        Producer::connect(
+            &Sources::parse(&sources, origin)?,
+            origin,
+            tandem_producer::Options {
+                brokers: brokers.clone(),
+                topic: topic.clone(),
+                store_url: format!("sqlite://{}", dir.path().join("p.db").display()),
+                // Without a wake-up, the next cycle would be an hour away.
+                interval: Duration::from_secs(3600),
+                ..Default::default()
+            },
+        )
+        .await?,
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn({
+        let (producer, stop) = (producer.clone(), stop.clone());
+        async move { producer.run(stop).await }
+    });
+    let reader = Reader::new(&brokers, &topic)?;
+    let enrol: Vec<String> = reader
+        .take(3)
+        .await?
+        .iter()
+        .map(|(_, e)| short(e))
+        .collect();
+    ensure!(enrol == expect(&["BEGIN", "C notes/1@0", "END"]));
+    // The listener may still be connecting: notify until the change shows up (each take waits
+    // up to 30 s; the interval is an hour).
+    sqlx::query("INSERT INTO notes (account_id, id, body) VALUES ('acme', 2, 'second')")
+        .execute(&mut pg)
+        .await?;
+    let mut woken = None;
+    for _ in 0..20 {
+        sqlx::query("NOTIFY notes_changed, 'acme'")
+            .execute(&mut pg)
+            .await?;
+        if let Ok(Ok(events)) = tokio::time::timeout(Duration::from_secs(1), reader.take(1)).await {
+            woken = Some(short(&events[0].1));
+            break;
+        }
+    }
+    ensure!(woken.as_deref() == Some("C notes/2@0"), "{woken:?}");
+    stop.cancel();
+    run.await??;
+    pg.close().await?;
+    db.drop().await
+}
