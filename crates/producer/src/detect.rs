@@ -12,7 +12,10 @@ use crate::legacy::LegacyRow;
 use crate::store::{AccountState, Advance};
 use crate::{now_millis, Producer, Result};
 
-/// Ranges are split this many ways per step of the differencing check.
+/// The whole version range is first compared in this many parts, each with a plain range
+/// aggregate (an index range scan: cheaper than grouping every row of a large table).
+const TOP_PARTS: i64 = 64;
+/// A differing part is then compared in this many buckets at once (grouped, on few rows).
 const FANOUT: i64 = 256;
 /// A differing range holding at most this many rows (both sides together) is listed key by key.
 const LEAF_ROWS: i64 = 256;
@@ -406,7 +409,20 @@ impl Producer {
     /// pass over the version index), not a read of every row.
     pub async fn differences(&self, account: &str, table: &str, upto: i64) -> Result<Differences> {
         let high_water = self.store.high_water(account, table).await?;
-        let mut pending = vec![(0i64, upto.max(high_water) + 1)];
+        let top = upto.max(high_water) + 1;
+        let part = (top + TOP_PARTS - 1) / TOP_PARTS;
+        let mut pending = Vec::new();
+        for i in 0..TOP_PARTS {
+            let range = (i * part, ((i + 1) * part).min(top));
+            if range.0 >= range.1 {
+                break;
+            }
+            let legacy = self.legacy.summary(account, table, range).await?;
+            let manifest = self.store.manifest_summary(account, table, range).await?;
+            if legacy != manifest {
+                pending.push(range);
+            }
+        }
         let mut manifest_only: HashMap<String, i64> = HashMap::new();
         let mut legacy_only: Vec<LegacyRow> = Vec::new();
         while let Some((lo, hi)) = pending.pop() {
@@ -494,10 +510,10 @@ impl Producer {
     pub async fn full_scan_deletes(&self, account: &str, table: &str) -> Result<Vec<String>> {
         let present: HashSet<String> = self
             .legacy
-            .all_rows(account, table)
+            .key_versions(account, table)
             .await?
             .into_iter()
-            .map(|r| r.entity_id)
+            .map(|(key, _)| key)
             .collect();
         let mut deleted: Vec<String> = self
             .store

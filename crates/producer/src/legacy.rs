@@ -372,6 +372,53 @@ impl Legacy {
             .collect()
     }
 
+    /// Every key of `table` for `account` with its version (no other columns).
+    pub async fn key_versions(&self, account: &str, table: &str) -> Result<Vec<(String, i64)>> {
+        let db = self.database(account)?;
+        let info = db.table(table)?;
+        let (filter, binds) = db.account_clause(account, 1);
+        let columns = info
+            .config
+            .key
+            .iter()
+            .chain([&info.config.version_column])
+            .map(|k| quote(k))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("SELECT {columns} FROM {} WHERE 1 = 1{filter}", quote(table));
+        db.query(&sql, &binds)
+            .await?
+            .into_iter()
+            .map(|row| info.legacy_row(row).map(|r| (r.entity_id, r.version)))
+            .collect()
+    }
+
+    /// (count, sum of versions) of the rows with a version in `[lo, hi)`.
+    pub async fn summary(
+        &self,
+        account: &str,
+        table: &str,
+        (lo, hi): (i64, i64),
+    ) -> Result<(i64, i64)> {
+        let db = self.database(account)?;
+        let info = db.table(table)?;
+        let version = quote(&info.config.version_column);
+        let (filter, binds) = db.account_clause(account, 3);
+        let sql = format!(
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM({version}), 0) AS BIGINT) AS total FROM {} \
+             WHERE {version} >= $1 AND {version} < $2{filter}",
+            quote(table)
+        );
+        let mut all = vec![Bind::Int(lo), Bind::Int(hi)];
+        all.extend(binds);
+        let rows = db.query(&sql, &all).await?;
+        let get = |name: &str| match rows.first().and_then(|r| r.get(name)) {
+            Some(Value::Long(v)) => *v,
+            _ => 0,
+        };
+        Ok((get("n"), get("total")))
+    }
+
     /// Every row of `table` for `account`, in key order.
     pub async fn all_rows(&self, account: &str, table: &str) -> Result<Vec<LegacyRow>> {
         let db = self.database(account)?;
