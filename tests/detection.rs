@@ -202,6 +202,24 @@ async fn producer(
 
 const A: &str = "acme";
 
+/// A PostgreSQL legacy table `notes` stamped from a sequence by a trigger, with one row of
+/// account "acme"; returns a connection to it.
+async fn pg_notes(url: &str) -> anyhow::Result<PgConnection> {
+    let mut pg = PgConnection::connect(url).await?;
+    for statement in [
+        "CREATE SEQUENCE legacy_version",
+        "CREATE FUNCTION stamp() RETURNS trigger AS $$ BEGIN \
+         NEW.row_version := nextval('legacy_version'); RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TABLE notes (account_id TEXT NOT NULL, id BIGINT NOT NULL, body TEXT, \
+         row_version BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (account_id, id))",
+        "CREATE TRIGGER notes_stamp BEFORE INSERT OR UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION stamp()",
+        "INSERT INTO notes (account_id, id, body) VALUES ('acme', 1, 'first')",
+    ] {
+        sqlx::query(statement).execute(&mut pg).await?;
+    }
+    Ok(pg)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletes_single_bulk_range_first_and_last_on_sqlite() -> anyhow::Result<()> {
     let (brokers, dir) = (brokers()?, tempfile::tempdir()?);
@@ -474,18 +492,7 @@ async fn a_transaction_held_open_across_cycles_is_not_missed() -> anyhow::Result
     let (brokers, dir) = (brokers()?, tempfile::tempdir()?);
     let topic = topic(&brokers, 1).await?;
     let db = PgDatabase::create().await?;
-    let mut setup = PgConnection::connect(&db.url).await?;
-    for statement in [
-        "CREATE SEQUENCE legacy_version",
-        "CREATE FUNCTION stamp() RETURNS trigger AS $$ BEGIN \
-         NEW.row_version := nextval('legacy_version'); RETURN NEW; END $$ LANGUAGE plpgsql",
-        "CREATE TABLE notes (account_id TEXT NOT NULL, id BIGINT NOT NULL, body TEXT, \
-         row_version BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (account_id, id))",
-        "CREATE TRIGGER notes_stamp BEFORE INSERT OR UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION stamp()",
-        "INSERT INTO notes (account_id, id, body) VALUES ('acme', 1, 'first')",
-    ] {
-        sqlx::query(statement).execute(&mut setup).await?;
-    }
+    let mut setup = pg_notes(&db.url).await?;
     let sources = format!(
         "[legacy]\nurl = \"{}\"\naccount_column = \"account_id\"\n\
          [[tables]]\nname = \"notes\"\nkey = [\"id\"]\nversion_column = \"row_version\"\n",
@@ -701,18 +708,7 @@ async fn a_notification_wakes_the_detector_before_its_interval() -> anyhow::Resu
     let (brokers, dir) = (brokers()?, tempfile::tempdir()?);
     let topic = topic(&brokers, 1).await?;
     let db = PgDatabase::create().await?;
-    let mut pg = PgConnection::connect(&db.url).await?;
-    for statement in [
-        "CREATE SEQUENCE legacy_version",
-        "CREATE FUNCTION stamp() RETURNS trigger AS $$ BEGIN \
-         NEW.row_version := nextval('legacy_version'); RETURN NEW; END $$ LANGUAGE plpgsql",
-        "CREATE TABLE notes (account_id TEXT NOT NULL, id BIGINT NOT NULL, body TEXT, \
-         row_version BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (account_id, id))",
-        "CREATE TRIGGER notes_stamp BEFORE INSERT OR UPDATE ON notes FOR EACH ROW EXECUTE FUNCTION stamp()",
-        "INSERT INTO notes (account_id, id, body) VALUES ('acme', 1, 'first')",
-    ] {
-        sqlx::query(statement).execute(&mut pg).await?;
-    }
+    let mut pg = pg_notes(&db.url).await?;
     let sources = format!(
         "[legacy]\nurl = \"{}\"\naccount_column = \"account_id\"\nnotify_channel = \"notes_changed\"\n\
          [[tables]]\nname = \"notes\"\nkey = [\"id\"]\nversion_column = \"row_version\"\n",

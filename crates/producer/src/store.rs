@@ -41,6 +41,46 @@ pub struct Advance<'a> {
     pub high_water: Option<i64>,
 }
 
+async fn set_account(
+    conn: &mut sqlx::AnyConnection,
+    account: &str,
+    state: &AccountState,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO producer_accounts (account, epoch, enrolled, identity, deletes_checked_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account) DO UPDATE SET \
+         epoch = excluded.epoch, enrolled = excluded.enrolled, identity = excluded.identity, \
+         deletes_checked_at = excluded.deletes_checked_at",
+    )
+    .bind(account)
+    .bind(state.epoch)
+    .bind(i64::from(state.enrolled))
+    .bind(state.identity.clone())
+    .bind(state.deletes_checked_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn set_high_water(
+    conn: &mut sqlx::AnyConnection,
+    account: &str,
+    table: &str,
+    high_water: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO producer_high_water (account, entity_type, high_water) \
+         VALUES ($1, $2, $3) ON CONFLICT (account, entity_type) \
+         DO UPDATE SET high_water = excluded.high_water",
+    )
+    .bind(account)
+    .bind(table)
+    .bind(high_water)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// A URL that sqlx opens as a database to create when missing.
 fn with_create(url: &str) -> String {
     if url.starts_with("sqlite:") && !url.contains("mode=") && !url.contains(":memory:") {
@@ -111,19 +151,8 @@ impl Store {
 
     pub async fn set_account(&self, account: &str, state: &AccountState) -> Result<()> {
         self.count(1);
-        sqlx::query(
-            "INSERT INTO producer_accounts (account, epoch, enrolled, identity, deletes_checked_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account) DO UPDATE SET \
-             epoch = excluded.epoch, enrolled = excluded.enrolled, identity = excluded.identity, \
-             deletes_checked_at = excluded.deletes_checked_at",
-        )
-        .bind(account)
-        .bind(state.epoch)
-        .bind(i64::from(state.enrolled))
-        .bind(state.identity.clone())
-        .bind(state.deletes_checked_at)
-        .execute(&self.pool)
-        .await?;
+        let mut conn = self.pool.acquire().await?;
+        set_account(&mut conn, account, state).await?;
         Ok(())
     }
 
@@ -301,16 +330,7 @@ impl Store {
         }
         if let Some(high_water) = change.high_water {
             statements += 1;
-            sqlx::query(
-                "INSERT INTO producer_high_water (account, entity_type, high_water) \
-                 VALUES ($1, $2, $3) ON CONFLICT (account, entity_type) \
-                 DO UPDATE SET high_water = excluded.high_water",
-            )
-            .bind(account)
-            .bind(table)
-            .bind(high_water)
-            .execute(&mut *tx)
-            .await?;
+            set_high_water(&mut *tx, account, table, high_water).await?;
         }
         tx.commit().await?;
         self.count(statements);
@@ -328,19 +348,7 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let mut statements = 1;
-        sqlx::query(
-            "INSERT INTO producer_accounts (account, epoch, enrolled, identity, deletes_checked_at) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account) DO UPDATE SET \
-             epoch = excluded.epoch, enrolled = excluded.enrolled, identity = excluded.identity, \
-             deletes_checked_at = excluded.deletes_checked_at",
-        )
-        .bind(account)
-        .bind(state.epoch)
-        .bind(i64::from(state.enrolled))
-        .bind(state.identity.clone())
-        .bind(state.deletes_checked_at)
-        .execute(&mut *tx)
-        .await?;
+        set_account(&mut *tx, account, state).await?;
         for (table, entries, high_water) in tables {
             statements += 3 + entries.len() as u64;
             for sql in [
@@ -365,16 +373,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            sqlx::query(
-                "INSERT INTO producer_high_water (account, entity_type, high_water) \
-                 VALUES ($1, $2, $3) ON CONFLICT (account, entity_type) \
-                 DO UPDATE SET high_water = excluded.high_water",
-            )
-            .bind(account)
-            .bind(table)
-            .bind(high_water)
-            .execute(&mut *tx)
-            .await?;
+            set_high_water(&mut *tx, account, table, *high_water).await?;
         }
         tx.commit().await?;
         self.count(statements);
