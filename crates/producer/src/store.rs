@@ -330,7 +330,7 @@ impl Store {
         }
         if let Some(high_water) = change.high_water {
             statements += 1;
-            set_high_water(&mut *tx, account, table, high_water).await?;
+            set_high_water(&mut tx, account, table, high_water).await?;
         }
         tx.commit().await?;
         self.count(statements);
@@ -348,7 +348,7 @@ impl Store {
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let mut statements = 1;
-        set_account(&mut *tx, account, state).await?;
+        set_account(&mut tx, account, state).await?;
         for (table, entries, high_water) in tables {
             statements += 3 + entries.len() as u64;
             for sql in [
@@ -373,7 +373,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
-            set_high_water(&mut *tx, account, table, *high_water).await?;
+            set_high_water(&mut tx, account, table, *high_water).await?;
         }
         tx.commit().await?;
         self.count(statements);
