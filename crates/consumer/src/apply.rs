@@ -35,14 +35,21 @@ pub struct Engine {
     client: CloudClient,
 }
 
-/// The deterministic `Idempotency-Key` of a create.
-pub fn idempotency_key(account: &str, resource: &str, root_key: &str, epoch: i64) -> String {
+/// The deterministic `Idempotency-Key` of a create: the same for every retry of one creation,
+/// different once the root row was deleted and created again (a later version, or epoch).
+pub fn idempotency_key(
+    account: &str,
+    resource: &str,
+    root_key: &str,
+    (epoch, root_version): (i64, i64),
+) -> String {
     let mut hash = Sha256::new();
     for part in [account, resource, root_key] {
         hash.update((part.len() as u64).to_be_bytes());
         hash.update(part.as_bytes());
     }
     hash.update(epoch.to_be_bytes());
+    hash.update(root_version.to_be_bytes());
     hex(&hash.finalize()[..16])
 }
 
@@ -95,7 +102,13 @@ impl Engine {
             .mirror(account, &event.entity_type, &event.entity_id)
             .await?;
         if let Some(old) = &old {
-            if (old.epoch, old.version) >= (event.epoch, event.version) {
+            // A delete carries the newest version the producer saw, which can be the deleted
+            // row's own last version: on a tie, a delete of a live row still applies.
+            let tie_delete = event.kind == Kind::Deleted && old.data.is_some();
+            let at = (old.epoch, old.version);
+            if at > (event.epoch, event.version)
+                || (at == (event.epoch, event.version) && !tie_delete)
+            {
                 return self.skip(account, position).await;
             }
         }
@@ -166,17 +179,19 @@ impl Session<'_> {
         &self.event.account_id
     }
 
-    /// A legacy row as of this event: the changed row itself, else the mirror's image.
-    async fn row(&self, entity_type: &str, entity_id: &str) -> Result<Option<Row>> {
+    /// A legacy row as of this event, with its (epoch, version): the changed row itself, else
+    /// the mirror's image.
+    async fn row(&self, entity_type: &str, entity_id: &str) -> Result<Option<(Row, (i64, i64))>> {
         if entity_type == self.event.entity_type && entity_id == self.event.entity_id {
-            return Ok(self.row.data.clone());
+            let at = (self.row.epoch, self.row.version);
+            return Ok(self.row.data.clone().map(|data| (data, at)));
         }
         let stored = self
             .engine
             .store
             .mirror(self.account(), entity_type, entity_id)
             .await?;
-        Ok(stored.and_then(|m| m.data))
+        Ok(stored.and_then(|m| m.data.map(|data| (data, (m.epoch, m.version)))))
     }
 
     /// Children of `entity_type` under `parent`, as of this event.
@@ -217,7 +232,7 @@ impl Session<'_> {
         depth: usize,
     ) -> Pin<Box<dyn Future<Output = Result<()>> + Send + 's>> {
         Box::pin(async move {
-            let Some(root) = self.row(&resource.root, root_key).await? else {
+            let Some((root, root_at)) = self.row(&resource.root, root_key).await? else {
                 // The root row is unknown or deleted: nothing to bring up to date.
                 return Ok(());
             };
@@ -316,7 +331,7 @@ impl Session<'_> {
                     self.ids.insert(map_key, Some((id, hash)));
                 }
                 None => {
-                    let key = idempotency_key(&account, &resource.name, root_key, self.event.epoch);
+                    let key = idempotency_key(&account, &resource.name, root_key, root_at);
                     let id = self
                         .engine
                         .client

@@ -25,7 +25,7 @@ pub struct AccountDrift {
     pub missing: Vec<String>,
     pub extra: Vec<String>,
     pub different: Vec<String>,
-    /// Root keys created more than once, per the audit log.
+    /// Root keys created again while their resource still existed, per the audit log.
     pub duplicates: Vec<String>,
 }
 
@@ -143,18 +143,30 @@ pub async fn verify_account(
         );
     }
     if let Some(entries) = cloud.audit(account).await? {
-        let mut creates: BTreeMap<(String, String), usize> = BTreeMap::new();
-        for entry in entries.iter().filter(|e| e.op == "create") {
-            if let Some(key) = &entry.external_ref {
-                *creates
-                    .entry((entry.collection.clone(), key.clone()))
-                    .or_default() += 1;
+        // A duplicate is a create while a resource of the same root key is still there; a
+        // root deleted and created again in the legacy data is created again, legitimately.
+        let mut live: BTreeMap<(String, String), usize> = BTreeMap::new();
+        let mut duplicates: BTreeMap<(String, String), usize> = BTreeMap::new();
+        for entry in &entries {
+            let Some(key) = &entry.external_ref else {
+                continue;
+            };
+            let id = (entry.collection.clone(), key.clone());
+            let count = live.entry(id.clone()).or_default();
+            match entry.op.as_str() {
+                "create" => {
+                    if *count > 0 {
+                        *duplicates.entry(id).or_default() += 1;
+                    }
+                    *count += 1;
+                }
+                "delete" => *count = count.saturating_sub(1),
+                _ => {}
             }
         }
-        drift.duplicates = creates
+        drift.duplicates = duplicates
             .into_iter()
-            .filter(|(_, n)| *n > 1)
-            .map(|((collection, key), n)| format!("{collection}/{key} ×{n}"))
+            .map(|((collection, key), n)| format!("{collection}/{key} +{n}"))
             .collect();
     }
     Ok(drift)

@@ -260,11 +260,12 @@ impl LegacyDb {
     }
 
     /// One random change to an account: creates, updates of roots, of embedded children and of
-    /// references. Returns how many rows it wrote.
+    /// references, children moving between parents, and deletes that keep the data consistent
+    /// (nothing deleted is still referred to). Returns how many rows it wrote.
     pub async fn random_change(&self, account: &str, rng: &mut StdRng) -> sqlx::Result<u64> {
         let now = now_millis();
         let update = |sql: &'static str| sqlx::query(sql).bind(account).bind(now);
-        let written = match rng.random_range(0..9) {
+        let written = match rng.random_range(0..13) {
             0 => {
                 self.add_contact(account, rng).await?;
                 2
@@ -325,6 +326,57 @@ impl LegacyDb {
                 .await?
                 .rows_affected(),
                 _ => 0,
+            },
+            9 => match self.random_id("contact_phones", account, rng).await? {
+                // A phone is removed from its contact.
+                Some(id) => {
+                    sqlx::query("DELETE FROM contact_phones WHERE account_id = $1 AND id = $2")
+                        .bind(account)
+                        .bind(id)
+                        .execute(&self.pool)
+                        .await?
+                        .rows_affected()
+                }
+                None => 0,
+            },
+            10 => match (
+                self.random_id("contact_phones", account, rng).await?,
+                self.random_id("contacts", account, rng).await?,
+            ) {
+                // A phone moves to another contact: both contacts' documents change.
+                (Some(phone), Some(contact)) => update(
+                    "UPDATE contact_phones SET contact_id = $3, changed_at_ms = $2 \
+                     WHERE account_id = $1 AND id = $4",
+                )
+                .bind(contact)
+                .bind(phone)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+                _ => 0,
+            },
+            11 => match self.random_id("tenancies", account, rng).await? {
+                // A tenancy ends: its lease and its charge go.
+                Some(id) => sqlx::query("DELETE FROM tenancies WHERE account_id = $1 AND id = $2")
+                    .bind(account)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected(),
+                None => 0,
+            },
+            12 => match self.random_id("properties", account, rng).await? {
+                // A property is sold off, unless a tenancy still refers to it.
+                Some(id) => sqlx::query(
+                    "DELETE FROM properties WHERE account_id = $1 AND id = $2 AND NOT EXISTS \
+                     (SELECT 1 FROM tenancies t WHERE t.account_id = $1 AND t.property_id = $2)",
+                )
+                .bind(account)
+                .bind(id)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+                None => 0,
             },
             _ => match self.random_id("tenancies", account, rng).await? {
                 Some(id) => sqlx::query(

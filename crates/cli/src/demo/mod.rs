@@ -103,6 +103,17 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank - 1]
 }
 
+/// Runs producer cycles until one finds nothing, each late enough to include the differencing
+/// check, so the last deletes are published too.
+pub async fn drain(producer: &Producer) -> anyhow::Result<()> {
+    loop {
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        if producer.cycle().await? == 0 {
+            return Ok(());
+        }
+    }
+}
+
 /// Runs the demo and returns its report.
 pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     let tempdir;
@@ -191,6 +202,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
                 topic: topic.clone(),
                 store_url: store_url("producer.db"),
                 interval: Duration::from_millis(100),
+                delete_check_interval: Duration::from_secs(1),
                 kafka: options.kafka.clone(),
                 ..Default::default()
             },
@@ -267,7 +279,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     // Drain: the producer publishes what is left, the consumer applies everything published.
     producer_stop.cancel();
     producer_task.await??;
-    while producer.cycle().await? > 0 {}
+    drain(&producer).await?;
     let published = pstats.published.load(Ordering::Relaxed);
     say(format!(
         "workload stopped after {changes} changes; draining {published} events"
