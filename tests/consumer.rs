@@ -288,3 +288,63 @@ async fn a_reference_to_a_row_not_yet_seen_waits_for_it() -> anyhow::Result<()> 
     cloud.stop().await?;
     store.drop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_end_sweeps_what_the_snapshot_did_not_send() -> anyhow::Result<()> {
+    let brokers = brokers()?;
+    let topic = topic(&brokers, 1).await?;
+    let store = PgDatabase::create().await?;
+    let cloud = Cloud::start(Default::default()).await?;
+    let publisher = Publisher::connect(&brokers, &topic, Codec::default(), &[]).await?;
+    let contacts: Vec<ChangeEvent> = (1..=3)
+        .map(|i| contact("acme", i, i, "a@example.com"))
+        .collect();
+    publisher.publish(&contacts).await?;
+    let running = start(&brokers, &topic, &unique("group"), &store.url, &cloud.url).await?;
+    running
+        .until("3 contacts", |s| s.applied.load(Ordering::Relaxed) == 3)
+        .await?;
+
+    // Contact 2 was deleted while nobody watched; a snapshot re-sends 1 (unchanged) and 3
+    // (changed) only.
+    let marker = |kind| {
+        let mut event = ChangeEvent::new("acme", kind, "", "s1", 0, 20);
+        event.snapshot_id = Some("s1".into());
+        event
+    };
+    let mut one = contact("acme", 1, 1, "a@example.com");
+    one.snapshot_id = Some("s1".into());
+    let mut three = contact("acme", 3, 12, "three@example.com");
+    three.snapshot_id = Some("s1".into());
+    publisher
+        .publish(&[
+            marker(Kind::SnapshotBegin),
+            one,
+            three,
+            marker(Kind::SnapshotEnd),
+        ])
+        .await?;
+    running
+        .until("the snapshot", |s| {
+            s.applied.load(Ordering::Relaxed) + s.skipped.load(Ordering::Relaxed) == 7
+        })
+        .await?;
+    running.stop().await?;
+    let client = CloudClient::new(&cloud.url, Duration::from_secs(5), 1);
+    let mut refs: Vec<String> = client
+        .list("acme", "contacts")
+        .await?
+        .iter()
+        .map(|c| c["external_ref"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    refs.sort();
+    ensure!(refs == ["1", "3"], "{refs:?}");
+    let audit = client.audit("acme").await?.context("audit")?;
+    let ops: Vec<&str> = audit.iter().map(|e| e.op.as_str()).collect();
+    ensure!(
+        ops == ["create", "create", "create", "update", "delete"],
+        "{ops:?}"
+    );
+    cloud.stop().await?;
+    store.drop().await
+}

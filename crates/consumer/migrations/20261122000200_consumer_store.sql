@@ -18,6 +18,8 @@ CREATE TABLE IF NOT EXISTS consumer_mirror (
     version BIGINT NOT NULL,
     parent TEXT,
     data TEXT,
+    -- The last snapshot this row was seen in; SNAPSHOT_END sweeps live rows it did not see.
+    snapshot_id TEXT,
     PRIMARY KEY (account, entity_type, entity_id)
 );
 

@@ -89,13 +89,37 @@ impl Engine {
     /// Applies `event`, recording `position` with its bookkeeping.
     pub async fn apply(&self, event: &ChangeEvent, position: Option<Position>) -> Result<Outcome> {
         let account = &event.account_id;
+        match event.kind {
+            Kind::Created | Kind::Updated | Kind::Deleted => self.apply_row(event, position).await,
+            // The events after a restore carry the new epoch, which orders them after
+            // everything before it; nothing else changes.
+            Kind::DatabaseRestored | Kind::SnapshotBegin => self.skip(account, position).await,
+            Kind::SnapshotEnd => {
+                // Mark and sweep: a live row the snapshot did not send is gone.
+                let snapshot = event.snapshot_id.as_deref().unwrap_or(&event.entity_id);
+                for (entity_type, entity_id, epoch, version) in
+                    self.store.unseen(account, snapshot).await?
+                {
+                    let gone = ChangeEvent::new(
+                        account,
+                        Kind::Deleted,
+                        &entity_type,
+                        &entity_id,
+                        epoch.max(event.epoch),
+                        version.max(event.version),
+                    );
+                    self.apply_row(&gone, None).await?;
+                }
+                self.skip(account, position).await
+            }
+        }
+    }
+
+    async fn apply_row(&self, event: &ChangeEvent, position: Option<Position>) -> Result<Outcome> {
+        let account = &event.account_id;
         let data = match event.kind {
             Kind::Created | Kind::Updated => event.data.clone(),
-            Kind::Deleted => None,
-            // Markers carry no row; restores and snapshot sweeps are handled by later work.
-            Kind::DatabaseRestored | Kind::SnapshotBegin | Kind::SnapshotEnd => {
-                return self.skip(account, position).await;
-            }
+            _ => None,
         };
         let old = self
             .store
@@ -109,6 +133,19 @@ impl Engine {
             if at > (event.epoch, event.version)
                 || (at == (event.epoch, event.version) && !tie_delete)
             {
+                if let (Some(snapshot), Some(_)) = (&event.snapshot_id, &old.data) {
+                    let book = Bookkeeping {
+                        seen: vec![(
+                            event.entity_type.clone(),
+                            event.entity_id.clone(),
+                            snapshot.clone(),
+                        )],
+                        position,
+                        ..Bookkeeping::default()
+                    };
+                    self.store.commit(account, &book).await?;
+                    return Ok(Outcome::Skipped);
+                }
                 return self.skip(account, position).await;
             }
         }
@@ -123,6 +160,7 @@ impl Engine {
                 version: event.version,
                 parent: parent.clone(),
                 data,
+                snapshot_id: event.snapshot_id.clone(),
             },
             ids: HashMap::new(),
             parked: HashMap::new(),
@@ -151,6 +189,7 @@ impl Engine {
             )],
             ids: session.ids.into_iter().collect(),
             parked: session.parked.into_iter().collect(),
+            seen: Vec::new(),
             position,
         };
         self.store.commit(account, &book).await?;

@@ -19,6 +19,8 @@ pub struct MirrorRow {
     pub version: i64,
     pub parent: Option<String>,
     pub data: Option<Row>,
+    /// Set when the row came in a snapshot.
+    pub snapshot_id: Option<String>,
 }
 
 /// A Kafka position: the next offset to apply in one partition of one topic for one group.
@@ -44,6 +46,9 @@ pub struct Bookkeeping {
     pub ids: Vec<(ResourceKey, Option<Mapped>)>,
     /// Resources now waiting for the resource they refer to (`Some`), or no longer (`None`).
     pub parked: Vec<(ResourceKey, Option<ResourceKey>)>,
+    /// Rows a snapshot re-sent at a version already applied: (entity_type, entity_id,
+    /// snapshot id).
+    pub seen: Vec<(String, String, String)>,
     pub position: Option<Position>,
 }
 
@@ -96,6 +101,7 @@ impl Store {
                 version,
                 parent,
                 data: data.map(|d| serde_json::from_str(&d)).transpose()?,
+                snapshot_id: None,
             })
         })
         .transpose()
@@ -137,6 +143,24 @@ impl Store {
         .bind(resource)
         .bind(root_key)
         .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Live rows of an account that the snapshot `snapshot_id` did not send:
+    /// (entity_type, entity_id, epoch, version).
+    pub async fn unseen(
+        &self,
+        account: &str,
+        snapshot_id: &str,
+    ) -> Result<Vec<(String, String, i64, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT entity_type, entity_id, epoch, version FROM consumer_mirror \
+             WHERE account = $1 AND data IS NOT NULL \
+             AND (snapshot_id IS NULL OR snapshot_id <> $2) ORDER BY entity_type, entity_id",
+        )
+        .bind(account)
+        .bind(snapshot_id)
+        .fetch_all(&self.pool)
         .await?)
     }
 
@@ -193,11 +217,12 @@ impl Store {
             let data = row.data.as_ref().map(serde_json::to_string).transpose()?;
             sqlx::query(
                 "INSERT INTO consumer_mirror \
-                 (account, entity_type, entity_id, epoch, version, parent, data) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 (account, entity_type, entity_id, epoch, version, parent, data, snapshot_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                  ON CONFLICT (account, entity_type, entity_id) DO UPDATE SET \
                  epoch = excluded.epoch, version = excluded.version, \
-                 parent = excluded.parent, data = excluded.data",
+                 parent = excluded.parent, data = excluded.data, \
+                 snapshot_id = COALESCE(excluded.snapshot_id, consumer_mirror.snapshot_id)",
             )
             .bind(account)
             .bind(entity_type)
@@ -206,6 +231,19 @@ impl Store {
             .bind(row.version)
             .bind(row.parent.clone())
             .bind(data)
+            .bind(row.snapshot_id.clone())
+            .execute(&mut *tx)
+            .await?;
+        }
+        for (entity_type, entity_id, snapshot_id) in &book.seen {
+            sqlx::query(
+                "UPDATE consumer_mirror SET snapshot_id = $4 \
+                 WHERE account = $1 AND entity_type = $2 AND entity_id = $3",
+            )
+            .bind(account)
+            .bind(entity_type)
+            .bind(entity_id)
+            .bind(snapshot_id)
             .execute(&mut *tx)
             .await?;
         }

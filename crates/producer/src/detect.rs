@@ -666,11 +666,13 @@ impl Producer {
         for table in self.legacy.tables() {
             let high_water = self.store.high_water(account, &table.name).await?;
             let mut seen = HashSet::new();
+            // Read to the end, changes made meanwhile included: the consumer removes whatever
+            // a snapshot did not send, so it must send every row that exists when it ends.
             let mut after = 0;
             loop {
                 let rows = self
                     .legacy
-                    .changes(account, &table.name, (after, upto), self.options.batch_size)
+                    .changes(account, &table.name, (after, i64::MAX), self.options.batch_size)
                     .await?;
                 let Some(last) = rows.last().map(|r| r.version) else {
                     break;
