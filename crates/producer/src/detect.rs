@@ -12,8 +12,10 @@ use crate::legacy::LegacyRow;
 use crate::store::{AccountState, Advance};
 use crate::{now_millis, Producer, Result};
 
-/// The whole version range is first compared in this many parts, each with a plain range
-/// aggregate (an index range scan: cheaper than grouping every row of a large table).
+/// The whole version range is first compared in parts of about this many versions (at most
+/// [`TOP_PARTS`]), each with a plain range aggregate: an index range scan, cheaper than grouping
+/// every row of a large table, and a single query for a small one.
+const TOP_PART_VERSIONS: i64 = 16_384;
 const TOP_PARTS: i64 = 64;
 /// A differing part is then compared in this many buckets at once (grouped, on few rows).
 const FANOUT: i64 = 256;
@@ -410,9 +412,10 @@ impl Producer {
     pub async fn differences(&self, account: &str, table: &str, upto: i64) -> Result<Differences> {
         let high_water = self.store.high_water(account, table).await?;
         let top = upto.max(high_water) + 1;
-        let part = (top + TOP_PARTS - 1) / TOP_PARTS;
+        let parts = (top / TOP_PART_VERSIONS).clamp(1, TOP_PARTS);
+        let part = (top + parts - 1) / parts;
         let mut pending = Vec::new();
-        for i in 0..TOP_PARTS {
+        for i in 0..parts {
             let range = (i * part, ((i + 1) * part).min(top));
             if range.0 >= range.1 {
                 break;
@@ -672,7 +675,12 @@ impl Producer {
             loop {
                 let rows = self
                     .legacy
-                    .changes(account, &table.name, (after, i64::MAX), self.options.batch_size)
+                    .changes(
+                        account,
+                        &table.name,
+                        (after, i64::MAX),
+                        self.options.batch_size,
+                    )
                     .await?;
                 let Some(last) = rows.last().map(|r| r.version) else {
                     break;
