@@ -169,27 +169,45 @@ async fn garbage_is_dead_lettered_with_its_bytes_and_valid_events_flow() -> anyh
     let raw: FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .create()?;
-    let garbage: [&[u8]; 3] = [
-        b"not avro at all",
-        &[0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, 8, 9],
-        b"",
-    ];
+    // 1,000 bad messages of every kind, with 50 valid events among them.
+    let valid = Codec::default().encode(&contact("acme", 1, 1, "x@example.com"))?;
+    let garbage: Vec<Vec<u8>> = (0..1000u32)
+        .map(|i| match i % 5 {
+            0 => format!("not avro at all #{i}").into_bytes(),
+            1 => vec![0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, (i % 256) as u8],
+            2 => valid[..valid.len() - 1 - (i as usize % 20)].to_vec(),
+            3 => vec![0, 0, 0, 0, 42, 2, 4],
+            _ => Vec::new(),
+        })
+        .collect();
+    let mut sends = Vec::new();
     for (i, bytes) in garbage.iter().enumerate() {
-        publisher
-            .publish(&[contact("acme", i as i64 + 1, i as i64 + 1, "x@example.com")])
-            .await?;
-        raw.send(
-            FutureRecord::to(&topic).key("acme").payload(*bytes),
-            Duration::from_secs(10),
-        )
-        .await
-        .map_err(|(e, _)| e)?;
+        if i % 20 == 0 {
+            let id = (i / 20) as i64 + 1;
+            publisher
+                .publish(&[contact("acme", id, id, "x@example.com")])
+                .await?;
+        }
+        sends.push(
+            raw.send(
+                FutureRecord::to(&topic)
+                    .key("acme")
+                    .payload(bytes.as_slice()),
+                Duration::from_secs(10),
+            ),
+        );
+        if sends.len() == 100 || i == garbage.len() - 1 {
+            for sent in futures::future::join_all(sends.drain(..)).await {
+                sent.map_err(|(e, _)| e)?;
+            }
+        }
     }
 
     let running = start(&brokers, &topic, &unique("group"), &store.url, &cloud.url).await?;
     running
-        .until("3 applied and 3 dead-lettered", |s| {
-            s.applied.load(Ordering::Relaxed) == 3 && s.dead_lettered.load(Ordering::Relaxed) == 3
+        .until("50 applied and 1,000 dead-lettered", |s| {
+            s.applied.load(Ordering::Relaxed) == 50
+                && s.dead_lettered.load(Ordering::Relaxed) == 1000
         })
         .await?;
     running.stop().await?;
@@ -200,9 +218,9 @@ async fn garbage_is_dead_lettered_with_its_bytes_and_valid_events_flow() -> anyh
         .set("auto.offset.reset", "earliest")
         .create()?;
     reader.subscribe(&[&format!("{topic}.dlq")])?;
-    for expected in garbage {
+    let mut dead: Vec<Vec<u8>> = Vec::new();
+    while dead.len() < garbage.len() {
         let message = tokio::time::timeout(Duration::from_secs(30), reader.recv()).await??;
-        ensure!(message.payload().unwrap_or_default() == expected);
         let headers = message.headers().context("dead letters carry headers")?;
         let header = |name: &str| {
             headers
@@ -214,9 +232,14 @@ async fn garbage_is_dead_lettered_with_its_bytes_and_valid_events_flow() -> anyh
         ensure!(header("tandem.source.topic").as_deref() == Some(topic.as_str()));
         ensure!(header("tandem.source.offset").is_some());
         ensure!(header("tandem.reason").is_some_and(|r| !r.is_empty()));
+        dead.push(message.payload().unwrap_or_default().to_vec());
     }
+    ensure!(
+        dead == garbage,
+        "every bad message is dead-lettered with its original bytes, in order"
+    );
     let client = CloudClient::new(&cloud.url, Duration::from_secs(5), 1);
-    ensure!(client.list("acme", "contacts").await?.len() == 3);
+    ensure!(client.list("acme", "contacts").await?.len() == 50);
 
     cloud.stop().await?;
     store.drop().await
@@ -345,6 +368,73 @@ async fn snapshot_end_sweeps_what_the_snapshot_did_not_send() -> anyhow::Result<
         ops == ["create", "create", "create", "update", "delete"],
         "{ops:?}"
     );
+    cloud.stop().await?;
+    store.drop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanently_failing_account_is_parked_and_resumed() -> anyhow::Result<()> {
+    let brokers = brokers()?;
+    let topic = topic(&brokers, 1).await?;
+    let store = PgDatabase::create().await?;
+    let cloud = Cloud::start(tandem_cloudsim::Faults {
+        reject_accounts: vec!["bad".into()],
+        ..Default::default()
+    })
+    .await?;
+    let publisher = Publisher::connect(&brokers, &topic, Codec::default(), &[]).await?;
+    let mut events = Vec::new();
+    for i in 1..=3 {
+        events.push(contact("good", i, i, "g@example.com"));
+        events.push(contact("bad", i, i, "b@example.com"));
+    }
+    publisher.publish(&events).await?;
+    let running = start(&brokers, &topic, &unique("group"), &store.url, &cloud.url).await?;
+    running
+        .until("good applied, bad parked", |s| {
+            s.applied.load(Ordering::Relaxed) == 3
+                && s.dead_lettered.load(Ordering::Relaxed) == 1
+                && s.held.load(Ordering::Relaxed) == 2
+        })
+        .await?;
+    let client = CloudClient::new(&cloud.url, Duration::from_secs(5), 1);
+    ensure!(client.list("good", "contacts").await?.len() == 3);
+    let consumer_store = Store::open(&store.url).await?;
+    let parked = consumer_store.parked_accounts().await?;
+    ensure!(
+        parked.len() == 1 && parked[0].0 == "bad" && parked[0].2 == 3,
+        "{parked:?}"
+    );
+    ensure!(
+        parked[0].1.contains("422"),
+        "the reason names the rejection: {}",
+        parked[0].1
+    );
+
+    // The cause is fixed; the operator resumes the account.
+    reqwest::Client::new()
+        .put(format!("{}/admin/faults", cloud.url))
+        .json(&serde_json::json!({}))
+        .send()
+        .await?
+        .error_for_status()?;
+    ensure!(consumer_store.request_resume("bad").await?);
+    running
+        .until("bad resumed", |s| s.applied.load(Ordering::Relaxed) == 6)
+        .await?;
+    ensure!(consumer_store.parked_accounts().await?.is_empty());
+    publisher
+        .publish(&[contact("bad", 2, 9, "later@example.com")])
+        .await?;
+    running
+        .until("bad flows again", |s| {
+            s.applied.load(Ordering::Relaxed) == 7
+        })
+        .await?;
+    running.stop().await?;
+    let bad = client.list("bad", "contacts").await?;
+    ensure!(bad.len() == 3, "{bad:?}");
+    ensure!(bad.iter().any(|c| c["email"] == "later@example.com"));
     cloud.stop().await?;
     store.drop().await
 }

@@ -50,6 +50,8 @@ pub enum Command {
     Publish(PublishArgs),
     /// Benchmarks that print figures.
     Bench(crate::bench::BenchArgs),
+    /// See parked accounts and references, and resume accounts parked by a failing event.
+    Accounts(AccountsArgs),
     /// Create the demo's legacy database (if missing) and keep changing it, as `demo` does;
     /// for running the parts as separate processes (docker-compose).
     Workload(WorkloadArgs),
@@ -205,6 +207,33 @@ pub struct SnapshotArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct AccountsArgs {
+    #[command(subcommand)]
+    pub action: AccountsAction,
+    /// The consumer's store.
+    #[arg(
+        long,
+        global = true,
+        env = "TANDEM_CONSUMER_STORE",
+        default_value = "sqlite://tandem-consumer.db"
+    )]
+    pub store: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsAction {
+    /// Parked accounts (with why and how many events they hold) and resources waiting for a
+    /// reference.
+    Status,
+    /// Apply a parked account's held events again, starting with the one that failed; the
+    /// running consumer does it within a second.
+    Resume {
+        /// The account to resume.
+        account: String,
+    },
+}
+
+#[derive(Debug, Args)]
 pub struct PublishArgs {
     /// JSON-lines file of detections; standard input when absent or "-".
     pub file: Option<PathBuf>,
@@ -328,6 +357,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Snapshot(args) => run_snapshot(args).await,
         Command::Publish(args) => run_publish(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Accounts(args) => run_accounts(args).await,
     }
 }
 
@@ -444,6 +474,35 @@ async fn run_produce(args: ProduceArgs) -> anyhow::Result<i32> {
         task.await??;
     }
     Ok(0)
+}
+
+async fn run_accounts(args: AccountsArgs) -> anyhow::Result<i32> {
+    let store = Store::open(&args.store).await?;
+    match args.action {
+        AccountsAction::Status => {
+            let parked = store.parked_accounts().await?;
+            println!("{} parked accounts", parked.len());
+            for (account, reason, held, resuming) in parked {
+                let state = if resuming { "resuming" } else { "parked" };
+                println!("  {account}: {state}, {held} events held; {reason}");
+            }
+            let waiting = store.parked().await?;
+            println!("{} resources waiting for a reference", waiting.len());
+            for (account, resource, key, target) in waiting {
+                println!("  {account}: {resource}/{key} waits for {target}");
+            }
+            Ok(0)
+        }
+        AccountsAction::Resume { account } => {
+            if store.request_resume(&account).await? {
+                println!("{account}: resume requested; the consumer applies its held events next");
+                Ok(0)
+            } else {
+                eprintln!("tandem: account {account} is not parked");
+                Ok(1)
+            }
+        }
+    }
 }
 
 async fn run_snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {

@@ -47,3 +47,19 @@ CREATE TABLE IF NOT EXISTS consumer_parked (
 
 CREATE INDEX IF NOT EXISTS consumer_parked_by_target
     ON consumer_parked (account, target, target_key);
+
+-- Accounts parked after an event failed permanently: their later events are held here, in
+-- order, until an operator resumes the account and the consumer applies them.
+CREATE TABLE IF NOT EXISTS consumer_accounts (
+    account TEXT NOT NULL PRIMARY KEY,
+    parked_reason TEXT NOT NULL,
+    resume_requested BIGINT NOT NULL DEFAULT 0
+);
+
+CREATE TABLE IF NOT EXISTS consumer_held (
+    account TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    -- The original message bytes, hex-encoded (one type for SQLite and PostgreSQL).
+    payload TEXT NOT NULL,
+    PRIMARY KEY (account, seq)
+);

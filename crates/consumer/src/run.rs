@@ -52,6 +52,8 @@ pub struct Stats {
     pub dead_lettered: AtomicU64,
     /// Messages re-delivered by Kafka that the store says were applied already.
     pub already_applied: AtomicU64,
+    /// Events kept for a parked account.
+    pub held: AtomicU64,
     /// Partitions currently assigned to this member.
     pub assigned_partitions: AtomicU64,
     /// Per applied event: when it happened in the legacy database (epoch millis) and how long
@@ -171,9 +173,14 @@ impl Consumer {
     /// Consumes until `shutdown` is cancelled. The current event is finished (or left
     /// unrecorded) before returning, so a restart resumes exactly where the store says.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
+        let mut resumes = tokio::time::interval(Duration::from_secs(1));
         loop {
             let message = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = resumes.tick() => {
+                    self.resume_parked().await?;
+                    continue;
+                }
                 message = self.consumer.recv() => message,
             };
             match message {
@@ -252,6 +259,16 @@ impl Consumer {
             }
         };
         tracing::debug!(partition, offset, account = %event.account_id, kind = %event.kind, entity = %event.entity_type, key = %event.entity_id, "applying");
+        let store = self.engine.store();
+        if store.parked_reason(&event.account_id).await?.is_some() {
+            // The account waits for an operator; its events are kept in order meanwhile.
+            store
+                .hold(&event.account_id, payload, None, position)
+                .await?;
+            self.stats.held.fetch_add(1, Ordering::Relaxed);
+            self.advance(topic, partition, offset + 1);
+            return Ok(());
+        }
         loop {
             match self.engine.apply(&event, Some(position.clone())).await {
                 Ok(outcome) => {
@@ -268,14 +285,59 @@ impl Consumer {
                 }
                 Err(e) if e.is_fatal() => return Err(e),
                 Err(e) => {
-                    error!(account = %event.account_id, event_id = %event.event_id, error = %e, "event cannot be applied; dead-lettered");
-                    self.dead_letter(message, &e.to_string()).await?;
-                    self.engine.skip_position(position).await?;
+                    // The account is parked: this event and its later ones are kept until an
+                    // operator fixed the cause and resumed it (`tandem accounts resume`).
+                    error!(account = %event.account_id, event_id = %event.event_id, error = %e, "event cannot be applied; dead-lettered and the account parked");
+                    let reason = e.to_string();
+                    self.dead_letter(message, &reason).await?;
+                    store
+                        .hold(&event.account_id, payload, Some(&reason), position)
+                        .await?;
                     break;
                 }
             }
         }
         self.advance(topic, partition, offset + 1);
+        Ok(())
+    }
+
+    /// Applies the held events of accounts an operator resumed, oldest first; an account whose
+    /// event fails again is parked again, one whose held events all applied is unparked.
+    async fn resume_parked(&self) -> Result<()> {
+        let store = self.engine.store();
+        for account in store.resume_requested().await? {
+            let mut stuck = false;
+            for (seq, bytes) in store.held(&account).await? {
+                let event = match self.codec.decode(&bytes) {
+                    Ok(event) => event,
+                    Err(e) => {
+                        warn!(account, seq, error = %e, "held message no longer decodes; dropped");
+                        store.release(&account, seq).await?;
+                        continue;
+                    }
+                };
+                match self.engine.apply(&event, None).await {
+                    Ok(outcome) => {
+                        self.record(&event, outcome);
+                        store.release(&account, seq).await?;
+                    }
+                    Err(e) if e.is_transient() => {
+                        stuck = true;
+                        break;
+                    }
+                    Err(e) if e.is_fatal() => return Err(e),
+                    Err(e) => {
+                        error!(account, event_id = %event.event_id, error = %e, "resumed account fails again; parked");
+                        store.repark(&account, &e.to_string()).await?;
+                        stuck = true;
+                        break;
+                    }
+                }
+            }
+            if !stuck && store.unpark(&account).await? {
+                info!(account, "account resumed");
+            }
+        }
         Ok(())
     }
 

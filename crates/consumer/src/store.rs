@@ -146,6 +146,142 @@ impl Store {
         .await?)
     }
 
+    /// Why the account is parked, if it is.
+    pub async fn parked_reason(&self, account: &str) -> Result<Option<String>> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT parked_reason FROM consumer_accounts WHERE account = $1")
+                .bind(account)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|(r,)| r))
+    }
+
+    /// Keeps a message of a parked account (parking it with `reason` first, if given), and
+    /// records the partition position, in one transaction.
+    pub async fn hold(
+        &self,
+        account: &str,
+        payload: &[u8],
+        reason: Option<&str>,
+        position: Position,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(reason) = reason {
+            sqlx::query(
+                "INSERT INTO consumer_accounts (account, parked_reason, resume_requested) \
+                 VALUES ($1, $2, 0) ON CONFLICT (account) DO UPDATE SET \
+                 parked_reason = excluded.parked_reason, resume_requested = 0",
+            )
+            .bind(account)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
+        sqlx::query(
+            "INSERT INTO consumer_held (account, seq, payload) \
+             SELECT $1, COALESCE(MAX(seq), 0) + 1, $2 FROM consumer_held WHERE account = $1",
+        )
+        .bind(account)
+        .bind(hex)
+        .execute(&mut *tx)
+        .await?;
+        write_position(&mut tx, &position).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Asks the consumer to apply a parked account's held events again.
+    pub async fn request_resume(&self, account: &str) -> Result<bool> {
+        let changed =
+            sqlx::query("UPDATE consumer_accounts SET resume_requested = 1 WHERE account = $1")
+                .bind(account)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        Ok(changed == 1)
+    }
+
+    /// Parked accounts an operator asked to resume.
+    pub async fn resume_requested(&self) -> Result<Vec<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT account FROM consumer_accounts WHERE resume_requested = 1 ORDER BY account",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(a,)| a).collect())
+    }
+
+    /// The held messages of an account, oldest first: (seq, original bytes).
+    pub async fn held(&self, account: &str) -> Result<Vec<(i64, Vec<u8>)>> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT seq, payload FROM consumer_held WHERE account = $1 ORDER BY seq",
+        )
+        .bind(account)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(seq, hex)| {
+                let bytes = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+                    .collect::<Result<Vec<u8>, _>>()
+                    .map_err(|e| Error::Internal(format!("held message {seq} is not hex: {e}")))?;
+                Ok((seq, bytes))
+            })
+            .collect()
+    }
+
+    /// Forgets a held message that was applied (or dead-lettered for good).
+    pub async fn release(&self, account: &str, seq: i64) -> Result<()> {
+        sqlx::query("DELETE FROM consumer_held WHERE account = $1 AND seq = $2")
+            .bind(account)
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Parks the account again (a held message failed again), clearing the resume request.
+    pub async fn repark(&self, account: &str, reason: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE consumer_accounts SET parked_reason = $2, resume_requested = 0 WHERE account = $1",
+        )
+        .bind(account)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Unparks the account once nothing is held for it any more.
+    pub async fn unpark(&self, account: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM consumer_accounts WHERE account = $1 \
+             AND NOT EXISTS (SELECT 1 FROM consumer_held WHERE account = $1)",
+        )
+        .bind(account)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(done == 1)
+    }
+
+    /// Parked accounts: (account, reason, held messages, resume requested).
+    pub async fn parked_accounts(&self) -> Result<Vec<(String, String, i64, bool)>> {
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "SELECT a.account, a.parked_reason, \
+             (SELECT COUNT(*) FROM consumer_held h WHERE h.account = a.account), a.resume_requested \
+             FROM consumer_accounts a ORDER BY a.account",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(a, r, n, q)| (a, r, n, q != 0))
+            .collect())
+    }
+
     /// Live rows of an account that the snapshot `snapshot_id` did not send:
     /// (entity_type, entity_id, epoch, version).
     pub async fn unseen(
@@ -302,21 +438,26 @@ impl Store {
             }
         }
         if let Some(p) = &book.position {
-            sqlx::query(
-                "INSERT INTO consumer_offsets (consumer_group, topic, partition_id, next_offset) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (consumer_group, topic, partition_id) \
-                 DO UPDATE SET next_offset = excluded.next_offset",
-            )
-            .bind(&p.group)
-            .bind(&p.topic)
-            .bind(i64::from(p.partition))
-            .bind(p.next_offset)
-            .execute(&mut *tx)
-            .await?;
+            write_position(&mut tx, p).await?;
         }
         tx.commit().await?;
         Ok(())
     }
+}
+
+async fn write_position(conn: &mut sqlx::AnyConnection, p: &Position) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO consumer_offsets (consumer_group, topic, partition_id, next_offset) \
+         VALUES ($1, $2, $3, $4) ON CONFLICT (consumer_group, topic, partition_id) \
+         DO UPDATE SET next_offset = excluded.next_offset",
+    )
+    .bind(&p.group)
+    .bind(&p.topic)
+    .bind(i64::from(p.partition))
+    .bind(p.next_offset)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 impl From<serde_json::Error> for Error {
