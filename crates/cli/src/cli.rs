@@ -287,6 +287,10 @@ pub struct ConsumeArgs {
     /// Tries per cloud API call before the event is retried later.
     #[arg(long, env = "TANDEM_CLOUD_ATTEMPTS", default_value_t = 8)]
     pub cloud_attempts: usize,
+    /// On SIGTERM/SIGINT, how long the event in flight may take to finish; after that the
+    /// consumer exits without recording it (it is applied again on restart).
+    #[arg(long, env = "TANDEM_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -580,7 +584,20 @@ async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
             kafka: args.kafka.kafka,
         },
     )?;
-    consumer.run(shutdown_on_signal()).await?;
+    let shutdown = shutdown_on_signal();
+    let run = consumer.run(shutdown.clone());
+    tokio::pin!(run);
+    let grace = args.grace;
+    tokio::select! {
+        result = &mut run => result?,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            eprintln!(
+                "tandem: the event in flight did not finish within {}; exiting without recording it",
+                humantime::format_duration(grace)
+            );
+            return Ok(1);
+        }
+    }
     Ok(0)
 }
 

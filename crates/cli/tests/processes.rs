@@ -241,3 +241,59 @@ async fn publish_takes_json_lines_and_names_the_bad_ones() -> anyhow::Result<()>
     let _ = std::fs::remove_file(&file).context("cleanup");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_consumer_cleanly() -> anyhow::Result<()> {
+    let brokers = brokers()?;
+    let topic = topic(&brokers, 1).await?;
+    let dir = tempfile::tempdir()?;
+    let cloud = Cloud::start(Default::default()).await?;
+    let mapping = dir.path().join("mapping.toml");
+    std::fs::write(&mapping, domain::MAPPING)?;
+    let mut child = Command::new(TANDEM)
+        .arg("consume")
+        .arg("--mapping")
+        .arg(&mapping)
+        .args([
+            "--brokers",
+            &brokers,
+            "--topic",
+            &topic,
+            "--cloud-url",
+            &cloud.url,
+        ])
+        .arg("--store")
+        .arg(format!("sqlite://{}", dir.path().join("c.db").display()))
+        .env("TANDEM_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // Let it join its group, then ask it to stop.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ensure!(
+        child.try_wait()?.is_none(),
+        "the consumer exited on its own"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    ensure!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(exit) = child.try_wait()? {
+            break exit;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "still running 30 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut log = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut stderr, &mut log)?;
+    }
+    ensure!(exit.success(), "exit {exit}: {log}");
+    ensure!(log.contains("consumer stopped"), "{log}");
+    cloud.stop().await
+}
