@@ -137,6 +137,7 @@ async fn a_producer_killed_again_and_again_loses_no_change() -> anyhow::Result<(
         }
     };
     if Totals::of(&drift) != Totals::default() {
+        // For the failure message: the first drifted account's stream, as the consumer saw it.
         let bad: Vec<&str> = drift
             .iter()
             .filter(|a| !a.is_clean())
@@ -148,7 +149,7 @@ async fn a_producer_killed_again_and_again_loses_no_change() -> anyhow::Result<(
             for (key, e) in batch {
                 if bad.first() == Some(&key.as_str()) {
                     eprintln!(
-                        "DUMP {key} {} {} {} v{} e{} {:?} det{}",
+                        "stream of {key}: {} {} {} version {} epoch {} snapshot {:?} detected {}",
                         e.kind,
                         e.entity_type,
                         e.entity_id,
