@@ -477,6 +477,30 @@ async fn restore_then_writes_past_the_old_high_water_mark_is_caught_by_a_row_goi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_that_only_took_a_row_back_is_caught_though_the_row_count_is_unchanged(
+) -> anyhow::Result<()> {
+    let (brokers, dir) = (brokers()?, tempfile::tempdir()?);
+    let topic = topic(&brokers, 1).await?;
+    let notes = Notes::create(dir.path()).await?;
+    notes.insert(A, 1..=5).await?;
+    let producer = producer(&notes.sources("", ""), &brokers, &topic, dir.path()).await?;
+    let reader = Reader::new(&brokers, &topic)?;
+    ensure!(cycle(&producer, &reader, A).await?.len() == 7);
+    notes.backup(dir.path(), "b.db").await?;
+    notes.update(A, 2).await?; // v6
+    ensure!(cycle(&producer, &reader, A).await? == expect(&["U notes/2@0"]));
+    // Same rows, same count: only row 2's version differs (v2 again, the manifest has v6).
+    notes.restore(dir.path(), "b.db").await?;
+    let events = cycle(&producer, &reader, A).await?;
+    ensure!(
+        events == expect(&["RESTORED@1", "U notes/2@1"]),
+        "{events:?}"
+    );
+    ensure!(cycle(&producer, &reader, A).await?.is_empty());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_detected_by_the_identity_marker() -> anyhow::Result<()> {
     let (brokers, dir) = (brokers()?, tempfile::tempdir()?);
     let topic = topic(&brokers, 1).await?;

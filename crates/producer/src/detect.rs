@@ -1,7 +1,7 @@
 //! Change detection for one account: the version scan, the differencing check for deletes,
 //! restore detection and reconcile, and snapshots.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering;
 
 use tandem_event::{ChangeEvent, Kind};
@@ -9,17 +9,17 @@ use tracing::{info, warn};
 
 use crate::config::Table;
 use crate::legacy::LegacyRow;
-use crate::store::{AccountState, Advance};
+use crate::store::{AccountState, Advance, PART_VERSIONS};
 use crate::{now_millis, Producer, Result};
 
-/// The whole version range is first compared in parts of about this many versions (at most
-/// [`TOP_PARTS`]), each with a plain range aggregate: an index range scan, cheaper than grouping
-/// every row of a large table, and a single query for a small one.
-const TOP_PART_VERSIONS: i64 = 16_384;
-const TOP_PARTS: i64 = 64;
-/// A differing part is then compared in this many buckets at once (grouped, on few rows).
-const FANOUT: i64 = 256;
-/// A differing range holding at most this many rows (both sides together) is listed key by key.
+/// The first level compares ranges holding about this many manifest entries (more when a
+/// table is so large that this would make more than [`TOP_RANGES`] ranges).
+const TOP_RANGE_ROWS: i64 = 1024;
+const TOP_RANGES: i64 = 16_384;
+/// A differing range is then compared in this many sub-ranges.
+const FANOUT: i64 = 32;
+/// A differing range holding at most this many rows (both sides together) is listed key by key
+/// (keys and versions only).
 const LEAF_ROWS: i64 = 256;
 
 /// Why a restore was detected.
@@ -405,72 +405,112 @@ impl Producer {
         Ok(deleted)
     }
 
-    /// The differencing check: compares the manifest with the table by version range — count
-    /// and sum of versions per range — splitting only the ranges that differ, down to ranges
-    /// small enough to list key by key. Its cost follows the number of differences (plus one
-    /// pass over the version index), not a read of every row.
+    /// The differencing check: compares the manifest with the table by version range, splitting
+    /// only the ranges that differ, down to ranges small enough to list key by key. The first
+    /// level compares counts: the manifest's side comes from counts kept with every
+    /// checkpoint, the table's side is one statement of index range counts. Deeper levels
+    /// compare count and sum of versions per bucket, all differing ranges of a level in one
+    /// statement per side. Its cost follows the number of differences plus one pass over the
+    /// table's version index — never a read of every row.
     pub async fn differences(&self, account: &str, table: &str, upto: i64) -> Result<Differences> {
+        let started = std::time::Instant::now();
+        let mut stages = Vec::new();
+        let mut stage = |name: &'static str| stages.push((name, started.elapsed()));
         let high_water = self.store.high_water(account, table).await?;
         let top = upto.max(high_water) + 1;
-        let parts = (top / TOP_PART_VERSIONS).clamp(1, TOP_PARTS);
-        let part = (top + parts - 1) / parts;
-        let mut pending = Vec::new();
-        for i in 0..parts {
-            let range = (i * part, ((i + 1) * part).min(top));
-            if range.0 >= range.1 {
+        let parts = self.store.manifest_parts(account, table).await?;
+        stage("manifest parts");
+        let ranges = top_ranges(&parts, top);
+        let bounds: Vec<(i64, i64)> = ranges.iter().map(|r| (r.lo, r.hi)).collect();
+        let checksums = self.legacy.range_checksums(account, table, &bounds).await?;
+        stage("range checksums");
+        // How many rows a differing range holds is known on the manifest's side only; a range
+        // is listed at once when that is small, else compared in sub-ranges first.
+        let mut pending: Vec<(i64, i64, i64)> = ranges
+            .iter()
+            .zip(&checksums)
+            .filter(|(range, legacy)| range.checksum != **legacy)
+            .map(|(range, _)| {
+                let rows = if range.entries <= LEAF_ROWS / 2 {
+                    0
+                } else {
+                    i64::MAX
+                };
+                (range.lo, range.hi, rows)
+            })
+            .collect();
+        let mut leaves: Vec<(i64, i64)> = Vec::new();
+        while !pending.is_empty() {
+            let (small, large): (Vec<_>, Vec<_>) = pending
+                .into_iter()
+                .partition(|&(lo, hi, rows)| rows <= LEAF_ROWS || hi - lo <= 1);
+            leaves.extend(small.into_iter().map(|(lo, hi, _)| (lo, hi)));
+            let subs: Vec<(i64, i64)> = large
+                .into_iter()
+                .flat_map(|(lo, hi, _)| {
+                    let width = (hi - lo + FANOUT - 1) / FANOUT;
+                    (lo..hi)
+                        .step_by(width as usize)
+                        .map(move |sub| (sub, (sub + width).min(hi)))
+                })
+                .collect();
+            if subs.is_empty() {
                 break;
             }
-            let legacy = self.legacy.summary(account, table, range).await?;
-            let manifest = self.store.manifest_summary(account, table, range).await?;
-            if legacy != manifest {
-                pending.push(range);
-            }
+            let legacy = self.legacy.range_summaries(account, table, &subs).await?;
+            let manifest = self.store.manifest_summaries(account, table, &subs).await?;
+            pending = subs
+                .into_iter()
+                .zip(legacy.into_iter().zip(manifest))
+                .filter(|(_, (l, m))| l != m)
+                .map(|((lo, hi), (l, m))| (lo, hi, l.0 + m.0))
+                .collect();
         }
-        let mut manifest_only: HashMap<String, i64> = HashMap::new();
-        let mut legacy_only: Vec<LegacyRow> = Vec::new();
-        while let Some((lo, hi)) = pending.pop() {
-            let width = ((hi - lo) + FANOUT - 1) / FANOUT;
-            let legacy = self.legacy.buckets(account, table, (lo, hi), width).await?;
-            let manifest = self
-                .store
-                .manifest_buckets(account, table, (lo, hi), width)
-                .await?;
-            let buckets: std::collections::BTreeSet<i64> =
-                legacy.keys().chain(manifest.keys()).copied().collect();
-            for bucket in buckets {
-                let (l, m) = (legacy.get(&bucket), manifest.get(&bucket));
-                if l == m {
-                    continue;
-                }
-                let sub = (lo + bucket * width, (lo + (bucket + 1) * width).min(hi));
-                let rows = l.map(|s| s.0).unwrap_or(0) + m.map(|s| s.0).unwrap_or(0);
-                if rows > LEAF_ROWS && width > 1 {
-                    pending.push(sub);
-                    continue;
-                }
-                let legacy_rows = self.legacy.version_range(account, table, sub).await?;
-                let manifest_rows: HashMap<String, i64> = self
-                    .store
-                    .manifest_range(account, table, sub)
-                    .await?
-                    .into_iter()
-                    .collect();
-                let present: HashSet<(&str, i64)> = legacy_rows
-                    .iter()
-                    .map(|r| (r.entity_id.as_str(), r.version))
-                    .collect();
-                for (key, version) in &manifest_rows {
-                    if !present.contains(&(key.as_str(), *version)) {
-                        manifest_only.insert(key.clone(), *version);
-                    }
-                }
-                legacy_only.extend(
-                    legacy_rows
-                        .into_iter()
-                        .filter(|r| manifest_rows.get(&r.entity_id) != Some(&r.version)),
-                );
-            }
-        }
+        stage("sub-ranges");
+        let legacy_keys = self.legacy.key_versions_in(account, table, &leaves).await?;
+        let manifest_rows: HashMap<String, i64> = self
+            .store
+            .manifest_in(account, table, &leaves)
+            .await?
+            .into_iter()
+            .collect();
+        let present: HashSet<(&str, i64)> = legacy_keys
+            .iter()
+            .map(|(key, version)| (key.as_str(), *version))
+            .collect();
+        let manifest_only: HashMap<String, i64> = manifest_rows
+            .iter()
+            .filter(|(key, version)| !present.contains(&(key.as_str(), **version)))
+            .map(|(key, version)| (key.clone(), *version))
+            .collect();
+        let unknown = |key: &str, version: i64| manifest_rows.get(key) != Some(&version);
+        // Whole rows only for what the manifest does not have at its version (rare).
+        let mut versions: Vec<(i64, i64)> = legacy_keys
+            .iter()
+            .filter(|(key, version)| unknown(key, *version))
+            .map(|(_, version)| (*version, version + 1))
+            .collect();
+        versions.sort_unstable();
+        versions.dedup();
+        let legacy_only: Vec<LegacyRow> = if versions.is_empty() {
+            Vec::new()
+        } else {
+            self.legacy
+                .rows_in(account, table, &versions)
+                .await?
+                .into_iter()
+                .filter(|r| unknown(&r.entity_id, r.version))
+                .collect()
+        };
+        stage("leaves");
+        tracing::debug!(
+            account,
+            table,
+            ranges = bounds.len(),
+            leaves = leaves.len(),
+            ?stages,
+            "differencing check"
+        );
         let mut found = Differences::default();
         if manifest_only.is_empty() && legacy_only.is_empty() {
             return Ok(found);
@@ -780,5 +820,84 @@ impl Producer {
             "published snapshot"
         );
         Ok(published)
+    }
+}
+
+/// One range of the first level: `[lo, hi)` with the manifest's entries and checksum in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TopRange {
+    lo: i64,
+    hi: i64,
+    entries: i64,
+    checksum: i64,
+}
+
+/// The first level's ranges over `[0, top)`, cut at part boundaries so each range's manifest
+/// summary is exact, each holding about [`TOP_RANGE_ROWS`] entries. Ranges with no entries are
+/// merged into their neighbours; the last one ends at `top`.
+fn top_ranges(parts: &BTreeMap<i64, (i64, i64)>, top: i64) -> Vec<TopRange> {
+    let total: i64 = parts.values().map(|p| p.0).sum();
+    let target = TOP_RANGE_ROWS.max(total / TOP_RANGES);
+    let mut ranges = Vec::new();
+    let mut range = TopRange {
+        lo: 0,
+        hi: 0,
+        entries: 0,
+        checksum: 0,
+    };
+    for (&part, &(entries, checksum)) in parts.range(..(top + PART_VERSIONS - 1) / PART_VERSIONS) {
+        range.entries += entries;
+        range.checksum += checksum;
+        range.hi = (part + 1) * PART_VERSIONS;
+        if range.entries >= target && range.hi < top {
+            ranges.push(range);
+            range = TopRange {
+                lo: range.hi,
+                hi: 0,
+                entries: 0,
+                checksum: 0,
+            };
+        }
+    }
+    if range.lo < top {
+        range.hi = top;
+        ranges.push(range);
+    }
+    ranges
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_ranges_cover_everything_below_top_and_sum_exactly() {
+        // 3,000 entries at versions 0..3000 (parts 0, 1, 2), the table's top at 5,000.
+        let parts = BTreeMap::from([(0, (1024, 10)), (1, (1024, 20)), (2, (952, 30))]);
+        let ranges: Vec<(i64, i64, i64, i64)> = top_ranges(&parts, 5_000)
+            .into_iter()
+            .map(|r| (r.lo, r.hi, r.entries, r.checksum))
+            .collect();
+        assert_eq!(
+            ranges,
+            vec![
+                (0, 1024, 1024, 10),
+                (1024, 2048, 1024, 20),
+                (2048, 5_000, 952, 30)
+            ]
+        );
+        // No manifest at all: one range over everything.
+        let empty = top_ranges(&BTreeMap::new(), 10);
+        assert_eq!((empty.len(), empty[0].lo, empty[0].hi), (1, 0, 10));
+        // Sparse parts are merged until a range holds enough entries.
+        let sparse: BTreeMap<i64, (i64, i64)> = (0..100).map(|p| (p * 10, (100, 1))).collect();
+        let top = 1_000 * PART_VERSIONS;
+        let ranges = top_ranges(&sparse, top);
+        assert!(ranges.windows(2).all(|w| w[0].hi == w[1].lo));
+        assert_eq!(ranges.iter().map(|r| r.entries).sum::<i64>(), 10_000);
+        assert_eq!(ranges.iter().map(|r| r.checksum).sum::<i64>(), 100);
+        assert!(ranges
+            .iter()
+            .all(|r| r.entries >= TOP_RANGE_ROWS || r.hi == top));
     }
 }

@@ -5,7 +5,7 @@
 //! as the right [`Value`]: integers, doubles, booleans, text and bytes natively, everything else
 //! cast to text in SQL so no precision is lost.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use sqlx::{Column as _, Row as _, TypeInfo as _, ValueRef as _};
 use tandem_event::{canonical_key, Row, Value};
 
 use crate::config::{Layout, Sources, Table};
+use crate::store::{ranges_cte, RANGES_PER_STATEMENT};
 use crate::{Error, Result};
 
 /// One legacy row as the detector sees it.
@@ -61,6 +62,18 @@ pub struct Legacy {
     /// Shared layout: one entry keyed by "". Per-account layout: one per account.
     databases: BTreeMap<String, Database>,
     tables: Vec<Table>,
+}
+
+/// Statements the first level of the differencing check runs at once (the legacy pool holds
+/// more connections than this).
+const PARALLEL_READS: usize = 2;
+
+/// An integer column of a result row (0 when absent or NULL).
+fn long(row: &Row, name: &str) -> i64 {
+    match row.get(name) {
+        Some(Value::Long(v)) => *v,
+        _ => 0,
+    }
 }
 
 fn quote(identifier: &str) -> String {
@@ -166,47 +179,143 @@ impl Legacy {
         Ok(rows.into_iter().next().and_then(|r| r.into_values().next()))
     }
 
-    /// Per bucket of `width` versions in `[lo, hi)` (bucket `b` covers
-    /// `[lo + b·width, lo + (b+1)·width)`): how many rows and the sum of their versions.
-    pub async fn buckets(
+    /// Per `[lo, hi)` range, in order, a checksum of the versions of the rows of `table` for
+    /// `account` in it: the sum of (version + 1), so that a row deleted, added, or at another
+    /// version changes it (one aggregate per range). The ranges are split over
+    /// [`PARALLEL_READS`] statements on as many connections, each reading its own slice of
+    /// the version index.
+    pub async fn range_checksums(
         &self,
         account: &str,
         table: &str,
-        (lo, hi): (i64, i64),
-        width: i64,
-    ) -> Result<BTreeMap<i64, (i64, i64)>> {
+        ranges: &[(i64, i64)],
+    ) -> Result<Vec<i64>> {
         let db = self.database(account)?;
         let info = db.table(table)?;
         let version = quote(&info.config.version_column);
-        let (filter, binds) = db.account_clause(account, 4);
-        let sql = format!(
-            "SELECT ({version} - $1) / $3 AS bucket, COUNT(*) AS n, \
-             CAST(SUM({version}) AS BIGINT) AS total FROM {} \
-             WHERE {version} >= $1 AND {version} < $2{filter} GROUP BY ({version} - $1) / $3",
+        let (filter, binds) = db.account_clause(account, 1);
+        let per_statement = ranges
+            .len()
+            .div_ceil(PARALLEL_READS)
+            .clamp(1, RANGES_PER_STATEMENT);
+        let statements = ranges.chunks(per_statement).map(|chunk| {
+            let sql = format!(
+                "{} SELECT CAST(r.tandem_lo AS BIGINT) AS lo, \
+                 (SELECT CAST(COALESCE(SUM({version} + 1), 0) AS BIGINT) FROM {} \
+                 WHERE {version} >= r.tandem_lo AND {version} < r.tandem_hi{filter}) AS total \
+                 FROM tandem_ranges r",
+                ranges_cte(chunk.iter().map(|&(lo, hi)| (lo, hi, 1))),
+                quote(table)
+            );
+            let binds = &binds;
+            async move { db.query(&sql, binds).await }
+        });
+        let found: HashMap<i64, i64> = futures::future::try_join_all(statements)
+            .await?
+            .iter()
+            .flatten()
+            .map(|row| (long(row, "lo"), long(row, "total")))
+            .collect();
+        Ok(ranges
+            .iter()
+            .map(|(lo, _)| found.get(lo).copied().unwrap_or(0))
+            .collect())
+    }
+
+    /// Per `[lo, hi)` range, in order: how many rows of `table` for `account` have a version
+    /// in it, and the sum of those versions. One statement per few
+    /// thousand ranges.
+    pub async fn range_summaries(
+        &self,
+        account: &str,
+        table: &str,
+        ranges: &[(i64, i64)],
+    ) -> Result<Vec<(i64, i64)>> {
+        let db = self.database(account)?;
+        let info = db.table(table)?;
+        let version = quote(&info.config.version_column);
+        let (filter, binds) = db.account_clause(account, 1);
+        let from = format!(
+            "FROM {} WHERE {version} >= r.tandem_lo AND {version} < r.tandem_hi{filter}",
             quote(table)
         );
-        let mut all = vec![Bind::Int(lo), Bind::Int(hi), Bind::Int(width.max(1))];
-        all.extend(binds);
-        let mut out = BTreeMap::new();
-        for row in db.query(&sql, &all).await? {
-            let get = |name: &str| match row.get(name) {
-                Some(Value::Long(v)) => *v,
-                _ => 0,
-            };
-            out.insert(get("bucket"), (get("n"), get("total")));
+        let total = format!("(SELECT CAST(COALESCE(SUM({version}), 0) AS BIGINT) {from})");
+        let mut out = Vec::with_capacity(ranges.len());
+        for chunk in ranges.chunks(RANGES_PER_STATEMENT) {
+            let sql = format!(
+                "{} SELECT CAST(r.tandem_lo AS BIGINT) AS lo, (SELECT COUNT(*) {from}) AS n, \
+                 {total} AS total FROM tandem_ranges r",
+                ranges_cte(chunk.iter().map(|&(lo, hi)| (lo, hi, 1))),
+            );
+            let found: HashMap<i64, (i64, i64)> = db
+                .query(&sql, &binds)
+                .await?
+                .iter()
+                .map(|row| (long(row, "lo"), (long(row, "n"), long(row, "total"))))
+                .collect();
+            out.extend(
+                chunk
+                    .iter()
+                    .map(|(lo, _)| found.get(lo).copied().unwrap_or_default()),
+            );
         }
         Ok(out)
     }
 
-    /// Rows of `table` for `account` with a version in `[lo, hi)`.
-    pub async fn version_range(
+    /// Keys and versions (no other columns) of the rows with a version in any of the
+    /// `[lo, hi)` ranges.
+    pub async fn key_versions_in(
         &self,
         account: &str,
         table: &str,
-        (lo, hi): (i64, i64),
+        ranges: &[(i64, i64)],
+    ) -> Result<Vec<(String, i64)>> {
+        let db = self.database(account)?;
+        let info = db.table(table)?;
+        let version = quote(&info.config.version_column);
+        let (filter, binds) = db.account_clause(account, 1);
+        let mut out = Vec::new();
+        for chunk in ranges.chunks(RANGES_PER_STATEMENT) {
+            let sql = format!(
+                "{} SELECT {} FROM tandem_ranges r JOIN {} ON {version} >= r.tandem_lo \
+                 AND {version} < r.tandem_hi WHERE 1 = 1{filter}",
+                ranges_cte(chunk.iter().map(|&(lo, hi)| (lo, hi, 1))),
+                info.key_version_list(),
+                quote(table)
+            );
+            for row in db.query(&sql, &binds).await? {
+                let row = info.legacy_row(row)?;
+                out.push((row.entity_id, row.version));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Rows of `table` for `account` with a version in any of the `[lo, hi)` ranges.
+    pub async fn rows_in(
+        &self,
+        account: &str,
+        table: &str,
+        ranges: &[(i64, i64)],
     ) -> Result<Vec<LegacyRow>> {
-        self.changes(account, table, (lo - 1, hi - 1), usize::MAX)
-            .await
+        let db = self.database(account)?;
+        let info = db.table(table)?;
+        let version = quote(&info.config.version_column);
+        let (filter, binds) = db.account_clause(account, 1);
+        let mut out = Vec::new();
+        for chunk in ranges.chunks(RANGES_PER_STATEMENT) {
+            let sql = format!(
+                "{} SELECT {} FROM tandem_ranges r JOIN {} ON {version} >= r.tandem_lo \
+                 AND {version} < r.tandem_hi WHERE 1 = 1{filter}",
+                ranges_cte(chunk.iter().map(|&(lo, hi)| (lo, hi, 1))),
+                info.select_list,
+                quote(table)
+            );
+            for row in db.query(&sql, &binds).await? {
+                out.push(info.legacy_row(row)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Keys listed in the table's tombstone table with a version in `(after, upto]`, with
@@ -377,46 +486,13 @@ impl Legacy {
         let db = self.database(account)?;
         let info = db.table(table)?;
         let (filter, binds) = db.account_clause(account, 1);
-        let columns = info
-            .config
-            .key
-            .iter()
-            .chain([&info.config.version_column])
-            .map(|k| quote(k))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let columns = info.key_version_list();
         let sql = format!("SELECT {columns} FROM {} WHERE 1 = 1{filter}", quote(table));
         db.query(&sql, &binds)
             .await?
             .into_iter()
             .map(|row| info.legacy_row(row).map(|r| (r.entity_id, r.version)))
             .collect()
-    }
-
-    /// (count, sum of versions) of the rows with a version in `[lo, hi)`.
-    pub async fn summary(
-        &self,
-        account: &str,
-        table: &str,
-        (lo, hi): (i64, i64),
-    ) -> Result<(i64, i64)> {
-        let db = self.database(account)?;
-        let info = db.table(table)?;
-        let version = quote(&info.config.version_column);
-        let (filter, binds) = db.account_clause(account, 3);
-        let sql = format!(
-            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM({version}), 0) AS BIGINT) AS total FROM {} \
-             WHERE {version} >= $1 AND {version} < $2{filter}",
-            quote(table)
-        );
-        let mut all = vec![Bind::Int(lo), Bind::Int(hi)];
-        all.extend(binds);
-        let rows = db.query(&sql, &all).await?;
-        let get = |name: &str| match rows.first().and_then(|r| r.get(name)) {
-            Some(Value::Long(v)) => *v,
-            _ => 0,
-        };
-        Ok((get("n"), get("total")))
     }
 
     /// Every row of `table` for `account`, in key order.
@@ -451,6 +527,17 @@ enum Bind {
 }
 
 impl TableInfo {
+    /// The key columns and the version column, quoted, for a select list.
+    fn key_version_list(&self) -> String {
+        self.config
+            .key
+            .iter()
+            .chain([&self.config.version_column])
+            .map(|k| quote(k))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     fn legacy_row(&self, data: Row) -> Result<LegacyRow> {
         let key = self
             .config

@@ -2,7 +2,7 @@
 //! marks, the manifest of keys seen, in-flight markers and per-account leases. Checkpoints are
 //! written only after Kafka acknowledged what they stand for.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +39,51 @@ pub struct Advance<'a> {
     pub deletes: &'a [String],
     /// The new high-water mark, if it moves.
     pub high_water: Option<i64>,
+}
+
+/// Width, in versions, of the parts the manifest is counted in (`producer_manifest_parts`;
+/// the migration that creates that table uses the same number).
+pub const PART_VERSIONS: i64 = 1024;
+
+/// Ranges given to one statement at most.
+pub(crate) const RANGES_PER_STATEMENT: usize = 2048;
+
+/// `WITH tandem_ranges (tandem_lo, tandem_hi, tandem_width) AS (VALUES ...)`: a list of
+/// version ranges to join with, written as integer literals (no user text). Shared by the
+/// producer's store and its legacy reader.
+pub(crate) fn ranges_cte(ranges: impl Iterator<Item = (i64, i64, i64)>) -> String {
+    let values = ranges
+        .map(|(lo, hi, width)| format!("({lo}, {hi}, {})", width.max(1)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("WITH tandem_ranges (tandem_lo, tandem_hi, tandem_width) AS (VALUES {values})")
+}
+
+async fn versions_of(
+    conn: &mut sqlx::AnyConnection,
+    account: &str,
+    table: &str,
+    keys: &[&str],
+) -> Result<HashMap<String, i64>> {
+    let mut known = HashMap::new();
+    for chunk in keys.chunks(500) {
+        let placeholders = (0..chunk.len())
+            .map(|i| format!("${}", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT entity_id, version FROM producer_manifest \
+             WHERE account = $1 AND entity_type = $2 AND entity_id IN ({placeholders})"
+        );
+        let mut query = sqlx::query_as::<_, (String, i64)>(&sql)
+            .bind(account)
+            .bind(table);
+        for key in chunk {
+            query = query.bind(*key);
+        }
+        known.extend(query.fetch_all(&mut *conn).await?);
+    }
+    Ok(known)
 }
 
 async fn set_account(
@@ -100,8 +145,22 @@ pub type TableCheckpoint = (String, Vec<(String, i64)>, i64);
 impl Store {
     pub async fn open(url: &str) -> Result<Self> {
         sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
         let pool = AnyPoolOptions::new()
-            .max_connections(if url.starts_with("sqlite:") { 1 } else { 8 })
+            .max_connections(if sqlite { 1 } else { 8 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // With the write-ahead log, a commit survives a crash of the process
+                        // without waiting for the disk; only a power loss can take back the
+                        // last commits, and what they recorded is repeated idempotently.
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&with_create(url))
             .await
             .map_err(|source| Error::Connect {
@@ -175,97 +234,106 @@ impl Store {
         table: &str,
         keys: &[&str],
     ) -> Result<HashMap<String, i64>> {
-        let mut known = HashMap::new();
-        for chunk in keys.chunks(500) {
-            self.count(1);
-            let placeholders = (0..chunk.len())
-                .map(|i| format!("${}", i + 3))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "SELECT entity_id, version FROM producer_manifest \
-                 WHERE account = $1 AND entity_type = $2 AND entity_id IN ({placeholders})"
-            );
-            let mut query = sqlx::query_as::<_, (String, i64)>(&sql)
-                .bind(account)
-                .bind(table);
-            for key in chunk {
-                query = query.bind(*key);
-            }
-            known.extend(query.fetch_all(&self.pool).await?);
-        }
-        Ok(known)
+        self.count(keys.len().div_ceil(500) as u64);
+        let mut conn = self.pool.acquire().await?;
+        versions_of(&mut conn, account, table, keys).await
     }
 
-    /// (count, sum of versions) of manifest entries with a version in `[lo, hi)`.
-    pub async fn manifest_summary(
+    /// Per part of [`PART_VERSIONS`] versions (part = version / width): how many manifest
+    /// entries and their [checksum](crate::legacy::Legacy::range_checksums), as kept up to date
+    /// by every checkpoint.
+    pub async fn manifest_parts(
         &self,
         account: &str,
         table: &str,
-        (lo, hi): (i64, i64),
-    ) -> Result<Summary> {
-        self.count(1);
-        Ok(sqlx::query_as(
-            "SELECT COUNT(*), CAST(COALESCE(SUM(version), 0) AS BIGINT) FROM producer_manifest \
-             WHERE account = $1 AND entity_type = $2 AND version >= $3 AND version < $4",
-        )
-        .bind(account)
-        .bind(table)
-        .bind(lo)
-        .bind(hi)
-        .fetch_one(&self.pool)
-        .await?)
-    }
-
-    /// Per bucket of `width` versions in `[lo, hi)`: (count, sum of versions) of the manifest,
-    /// bucketed exactly as [`crate::legacy::Legacy::buckets`] buckets the legacy table.
-    pub async fn manifest_buckets(
-        &self,
-        account: &str,
-        table: &str,
-        (lo, hi): (i64, i64),
-        width: i64,
-    ) -> Result<std::collections::BTreeMap<i64, Summary>> {
+    ) -> Result<BTreeMap<i64, (i64, i64)>> {
         self.count(1);
         let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
-            "SELECT (version - $3) / $5, COUNT(*), CAST(SUM(version) AS BIGINT) \
-             FROM producer_manifest WHERE account = $1 AND entity_type = $2 \
-             AND version >= $3 AND version < $4 GROUP BY (version - $3) / $5",
+            "SELECT part, entries, checksum FROM producer_manifest_parts \
+             WHERE account = $1 AND entity_type = $2 AND entries <> 0",
         )
         .bind(account)
         .bind(table)
-        .bind(lo)
-        .bind(hi)
-        .bind(width.max(1))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|(b, n, sum)| (b, (n, sum))).collect())
+        Ok(rows.into_iter().map(|(p, n, c)| (p, (n, c))).collect())
     }
 
-    /// Manifest entries with a version in `[lo, hi)`.
-    pub async fn manifest_range(
+    /// Per `[lo, hi)` range, in order: (count, sum of versions) of the manifest entries with a
+    /// version in it — summarised exactly as [`crate::legacy::Legacy::range_summaries`]
+    /// summarises the table.
+    pub async fn manifest_summaries(
         &self,
         account: &str,
         table: &str,
-        (lo, hi): (i64, i64),
+        ranges: &[(i64, i64)],
+    ) -> Result<Vec<Summary>> {
+        let from = "FROM producer_manifest WHERE account = $1 AND entity_type = $2 \
+                    AND version >= r.tandem_lo AND version < r.tandem_hi";
+        let mut out = Vec::with_capacity(ranges.len());
+        for chunk in ranges.chunks(RANGES_PER_STATEMENT) {
+            self.count(1);
+            let sql = format!(
+                "{} SELECT CAST(r.tandem_lo AS BIGINT), (SELECT COUNT(*) {from}), \
+                 (SELECT CAST(COALESCE(SUM(version), 0) AS BIGINT) {from}) FROM tandem_ranges r",
+                ranges_cte(chunk.iter().map(|&(lo, hi)| (lo, hi, 1)))
+            );
+            let rows: Vec<(i64, i64, i64)> = sqlx::query_as(&sql)
+                .bind(account)
+                .bind(table)
+                .fetch_all(&self.pool)
+                .await?;
+            let found: HashMap<i64, Summary> = rows
+                .into_iter()
+                .map(|(lo, n, sum)| (lo, (n, sum)))
+                .collect();
+            out.extend(
+                chunk
+                    .iter()
+                    .map(|(lo, _)| found.get(lo).copied().unwrap_or_default()),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Manifest entries with a version in any of the `[lo, hi)` ranges.
+    pub async fn manifest_in(
+        &self,
+        account: &str,
+        table: &str,
+        ranges: &[(i64, i64)],
     ) -> Result<Vec<(String, i64)>> {
-        self.count(1);
-        Ok(sqlx::query_as(
-            "SELECT entity_id, version FROM producer_manifest \
-             WHERE account = $1 AND entity_type = $2 AND version >= $3 AND version < $4",
-        )
-        .bind(account)
-        .bind(table)
-        .bind(lo)
-        .bind(hi)
-        .fetch_all(&self.pool)
-        .await?)
+        let mut out = Vec::new();
+        for chunk in ranges.chunks(RANGES_PER_STATEMENT) {
+            self.count(1);
+            let sql = format!(
+                "{} SELECT m.entity_id, m.version FROM tandem_ranges r JOIN producer_manifest m \
+                 ON m.account = $1 AND m.entity_type = $2 AND m.version >= r.tandem_lo \
+                 AND m.version < r.tandem_hi",
+                ranges_cte(chunk.iter().map(|&(lo, hi)| (lo, hi, 1)))
+            );
+            out.extend(
+                sqlx::query_as::<_, (String, i64)>(&sql)
+                    .bind(account)
+                    .bind(table)
+                    .fetch_all(&self.pool)
+                    .await?,
+            );
+        }
+        Ok(out)
     }
 
     /// Every manifest entry of a table.
     pub async fn manifest_all(&self, account: &str, table: &str) -> Result<Vec<(String, i64)>> {
-        self.manifest_range(account, table, (i64::MIN, i64::MAX))
-            .await
+        self.count(1);
+        Ok(sqlx::query_as(
+            "SELECT entity_id, version FROM producer_manifest \
+             WHERE account = $1 AND entity_type = $2",
+        )
+        .bind(account)
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Records a published batch in one transaction. With `owner`, the account's lease must
@@ -302,6 +370,55 @@ impl Store {
         .bind(account)
         .execute(&mut *tx)
         .await?;
+        let keys: Vec<&str> = change
+            .upserts
+            .iter()
+            .map(|(key, _)| key.as_str())
+            .chain(change.deletes.iter().map(String::as_str))
+            .collect();
+        statements += keys.len().div_ceil(500) as u64;
+        let mut known = versions_of(&mut tx, account, table, &keys).await?;
+        // (entries, checksum) changes per part.
+        let mut parts: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+        let mut change_part = |version: i64, sign: i64| {
+            let part = parts.entry(version / PART_VERSIONS).or_default();
+            part.0 += sign;
+            part.1 += sign * (version + 1);
+        };
+        for (key, version) in change.upserts {
+            if let Some(old) = known.insert(key.clone(), *version) {
+                change_part(old, -1);
+            }
+            change_part(*version, 1);
+        }
+        for key in change.deletes {
+            if let Some(old) = known.remove(key) {
+                change_part(old, -1);
+            }
+        }
+        let deltas: Vec<(i64, (i64, i64))> =
+            parts.into_iter().filter(|(_, d)| *d != (0, 0)).collect();
+        for chunk in deltas.chunks(200) {
+            statements += 1;
+            // Integers only, written as literals: one statement for the whole batch.
+            let values = chunk
+                .iter()
+                .map(|(part, (entries, checksum))| {
+                    format!("($1, $2, {part}, {entries}, {checksum})")
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            sqlx::query(&format!(
+                "INSERT INTO producer_manifest_parts (account, entity_type, part, entries, checksum) \
+                 VALUES {values} ON CONFLICT (account, entity_type, part) \
+                 DO UPDATE SET entries = producer_manifest_parts.entries + excluded.entries, \
+                 checksum = producer_manifest_parts.checksum + excluded.checksum"
+            ))
+            .bind(account)
+            .bind(table)
+            .execute(&mut *tx)
+            .await?;
+        }
         for (key, version) in change.upserts {
             statements += 1;
             sqlx::query(
@@ -350,9 +467,10 @@ impl Store {
         let mut statements = 1;
         set_account(&mut tx, account, state).await?;
         for (table, entries, high_water) in tables {
-            statements += 3 + entries.len() as u64;
+            statements += 5 + entries.len() as u64;
             for sql in [
                 "DELETE FROM producer_manifest WHERE account = $1 AND entity_type = $2",
+                "DELETE FROM producer_manifest_parts WHERE account = $1 AND entity_type = $2",
                 "DELETE FROM producer_inflight WHERE account = $1 AND entity_type = $2",
             ] {
                 sqlx::query(sql)
@@ -373,6 +491,16 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             }
+            sqlx::query(&format!(
+                "INSERT INTO producer_manifest_parts (account, entity_type, part, entries, checksum) \
+                 SELECT account, entity_type, version / {PART_VERSIONS}, COUNT(*), SUM(version + 1) \
+                 FROM producer_manifest WHERE account = $1 AND entity_type = $2 \
+                 GROUP BY account, entity_type, version / {PART_VERSIONS}"
+            ))
+            .bind(account)
+            .bind(table)
+            .execute(&mut *tx)
+            .await?;
             set_high_water(&mut tx, account, table, *high_water).await?;
         }
         tx.commit().await?;
