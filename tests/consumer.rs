@@ -68,6 +68,7 @@ async fn start(
                 ("session.timeout.ms".into(), "6000".into()),
                 ("enable.auto.commit".into(), "false".into()),
             ],
+            ..Default::default()
         },
     )?);
     let stop = CancellationToken::new();

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Waits until the consumer has handled every event the producer published.
 async fn drained(producer: &Producer, consumer: &Consumer) -> anyhow::Result<()> {
-    demo::drain(producer).await?;
+    demo::drain(producer, Duration::from_secs(1)).await?;
     let published = producer.stats().published.load(Ordering::Relaxed);
     let stats = consumer.stats();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -85,6 +85,7 @@ async fn twenty_accounts_reach_zero_drift_through_tansu_postgres_and_http() -> a
             group: format!("{topic}-group"),
             dead_letter_topic: format!("{topic}.dlq"),
             kafka: vec![("session.timeout.ms".into(), "6000".into())],
+            ..Default::default()
         },
     )?);
     let stop = CancellationToken::new();
@@ -168,6 +169,7 @@ async fn demo_runs_clean_on_tansu_with_postgres_stores() -> anyhow::Result<()> {
     .context("demo run")?;
     ensure!(report.is_clean(), "demo report: {report:?}");
     ensure!(report.events_applied > 400, "demo report: {report:?}");
+    ensure!(report.restored_accounts == 2, "demo report: {report:?}");
     stores.drop().await
 }
 

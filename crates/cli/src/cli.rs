@@ -124,6 +124,10 @@ pub struct DemoArgs {
     /// Seed of the workload's random choices.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Accounts whose legacy data is restored from a backup during the run (backup taken a
+    /// third of the way in, restored two thirds of the way in).
+    #[arg(long, default_value_t = 2)]
+    pub restores: usize,
     /// End with one JSON line on stdout (progress stays on stderr).
     #[arg(long)]
     pub json: bool,
@@ -287,8 +291,20 @@ pub struct ConsumeArgs {
     /// Tries per cloud API call before the event is retried later.
     #[arg(long, env = "TANDEM_CLOUD_ATTEMPTS", default_value_t = 8)]
     pub cloud_attempts: usize,
-    /// On SIGTERM/SIGINT, how long the event in flight may take to finish; after that the
-    /// consumer exits without recording it (it is applied again on restart).
+    /// How creates are made safe to retry: `idempotency-key` (a deterministic
+    /// Idempotency-Key header on every create) or `lookup` (for APIs without idempotency
+    /// keys: find the resource by its external reference first, send each create once).
+    #[arg(long, env = "TANDEM_CREATE_MODE", default_value = "idempotency-key")]
+    pub create_mode: tandem_consumer::CreateMode,
+    /// Accounts applied at the same time; each account's events stay strictly in order.
+    #[arg(long, env = "TANDEM_CONCURRENCY", default_value_t = 32)]
+    pub concurrency: usize,
+    /// Events read from Kafka but not yet applied, at most; at the bound, fetching pauses
+    /// until some are done (memory stays bounded however far behind the consumer is).
+    #[arg(long, env = "TANDEM_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+    /// On SIGTERM/SIGINT, how long the events being applied may take to finish; after that
+    /// the consumer exits without recording them (they are applied again on restart).
     #[arg(long, env = "TANDEM_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
     pub grace: Duration,
 }
@@ -417,14 +433,16 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<i32> {
         progress: true,
         seed: args.seed,
         kafka: Vec::new(),
+        restores: args.restores,
     })
     .await?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "{} accounts, {} events applied; drift: {} missing, {} extra, {} different; {} duplicates; latency p50 {} ms, p99 {} ms",
+            "{} accounts ({} restored from a backup during the run), {} events applied; drift: {} missing, {} extra, {} different; {} duplicates; latency p50 {} ms, p99 {} ms",
             report.accounts,
+            report.restored_accounts,
             report.events_applied,
             report.drift.missing,
             report.drift.extra,
@@ -570,7 +588,7 @@ async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
         args.cloud_timeout,
         args.cloud_attempts.max(1),
     );
-    let engine = Engine::new(Arc::new(mapping), store, client);
+    let engine = Engine::new(Arc::new(mapping), store, client).with_create_mode(args.create_mode);
     let dead_letter_topic = args
         .dead_letter_topic
         .unwrap_or_else(|| format!("{}.dlq", args.kafka.topic));
@@ -582,6 +600,8 @@ async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
             group: args.group,
             dead_letter_topic,
             kafka: args.kafka.kafka,
+            concurrency: args.concurrency,
+            max_in_flight: args.max_in_flight,
         },
     )?;
     let shutdown = shutdown_on_signal();

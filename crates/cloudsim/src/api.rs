@@ -229,9 +229,13 @@ async fn create(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListParams {
     limit: Option<u32>,
     after: Option<String>,
+    /// Only documents whose `external_ref` is this: how a client without idempotency keys
+    /// finds what it created before.
+    external_ref: Option<String>,
 }
 
 async fn list(
@@ -253,7 +257,13 @@ async fn list(
     };
     let page = state
         .store
-        .list(&path.account, &path.collection, after_seq, limit)
+        .list(
+            &path.account,
+            &path.collection,
+            after_seq,
+            limit,
+            params.external_ref.as_deref(),
+        )
         .await?;
     Ok(Json(json!({ "items": page.items, "next": page.next })))
 }

@@ -129,6 +129,12 @@ impl CloudSim {
         })
     }
 
+    /// The live fault settings, shared with the running server (what `PUT /admin/faults`
+    /// replaces); for embedding cloudsim in tests.
+    pub fn faults(&self) -> Arc<RwLock<Faults>> {
+        self.state.faults.clone()
+    }
+
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }

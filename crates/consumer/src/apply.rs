@@ -27,12 +27,38 @@ pub enum Outcome {
     Skipped,
 }
 
+/// How a resource is created so that a retry never creates it twice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CreateMode {
+    /// Every create carries a deterministic `Idempotency-Key`; retries are safe.
+    #[default]
+    IdempotencyKey,
+    /// For APIs without idempotency keys: look the resource up by its external reference
+    /// first, and send a create once; after a failure the next try looks it up again.
+    Lookup,
+}
+
+impl std::str::FromStr for CreateMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "idempotency-key" => Ok(CreateMode::IdempotencyKey),
+            "lookup" => Ok(CreateMode::Lookup),
+            other => Err(format!(
+                "unknown create mode {other:?}: expected idempotency-key or lookup"
+            )),
+        }
+    }
+}
+
 /// Applies events to the cloud through the mapping.
 #[derive(Debug, Clone)]
 pub struct Engine {
     mapping: std::sync::Arc<Mapping>,
     store: Store,
     client: CloudClient,
+    create_mode: CreateMode,
 }
 
 /// The deterministic `Idempotency-Key` of a create: the same for every retry of one creation,
@@ -79,6 +105,14 @@ impl Engine {
             mapping,
             store,
             client,
+            create_mode: CreateMode::default(),
+        }
+    }
+
+    pub fn with_create_mode(self, create_mode: CreateMode) -> Self {
+        Engine {
+            create_mode,
+            ..self
         }
     }
 
@@ -218,6 +252,46 @@ impl Session<'_> {
         &self.event.account_id
     }
 
+    /// Creates a resource the ID map does not know, without ever creating it twice.
+    async fn create(
+        &self,
+        resource: &Resource,
+        root_key: &str,
+        root_at: (i64, i64),
+        doc: &Map<String, Json>,
+    ) -> std::result::Result<String, ApiError> {
+        let (client, account) = (&self.engine.client, self.account());
+        match self.engine.create_mode {
+            CreateMode::IdempotencyKey => {
+                let key = idempotency_key(account, &resource.name, root_key, root_at);
+                client
+                    .create(account, &resource.collection, doc, &key)
+                    .await
+            }
+            CreateMode::Lookup => {
+                let field = &self.engine.mapping.external_ref_field;
+                let external_ref = doc.get(field).and_then(Json::as_str).unwrap_or(root_key);
+                match client
+                    .find(account, &resource.collection, external_ref)
+                    .await?
+                {
+                    // Created by an earlier try whose answer was lost: bring it up to date.
+                    Some(id) => {
+                        client
+                            .update(account, &resource.collection, &id, doc)
+                            .await?;
+                        Ok(id)
+                    }
+                    None => {
+                        client
+                            .create_unkeyed(account, &resource.collection, doc)
+                            .await
+                    }
+                }
+            }
+        }
+    }
+
     /// A legacy row as of this event, with its (epoch, version): the changed row itself, else
     /// the mirror's image.
     async fn row(&self, entity_type: &str, entity_id: &str) -> Result<Option<(Row, (i64, i64))>> {
@@ -275,6 +349,10 @@ impl Session<'_> {
                 // The root row is unknown or deleted: nothing to bring up to date.
                 return Ok(());
             };
+            if !resource.applies_to(&root) {
+                // The row does not (or no longer) satisfy the resource's condition.
+                return self.delete(resource, root_key).await;
+            }
             let mut children = Vec::new();
             for embed in &resource.embeds {
                 children.push(self.children(&embed.entity, root_key).await?);
@@ -370,11 +448,8 @@ impl Session<'_> {
                     self.ids.insert(map_key, Some((id, hash)));
                 }
                 None => {
-                    let key = idempotency_key(&account, &resource.name, root_key, root_at);
                     let id = self
-                        .engine
-                        .client
-                        .create(&account, &resource.collection, &doc, &key)
+                        .create(resource, root_key, root_at, &doc)
                         .await
                         .map_err(|e| api_error(resource, root_key, e))?;
                     self.ids.insert(map_key.clone(), Some((id, hash)));

@@ -86,6 +86,19 @@ impl CloudClient {
         body: Option<&Map<String, Json>>,
         idempotency_key: Option<&str>,
     ) -> Result<Json, ApiError> {
+        self.send(method, url, body, idempotency_key, true).await
+    }
+
+    /// One request; with `retry`, repeated while it fails transiently. A request that is not
+    /// safe to repeat (a create without an idempotency key) is sent once.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Map<String, Json>>,
+        idempotency_key: Option<&str>,
+        retry: bool,
+    ) -> Result<Json, ApiError> {
         let once = || async {
             let mut request = self.http.request(method.clone(), url);
             if let Some(body) = body {
@@ -132,6 +145,9 @@ impl CloudClient {
                 }),
             }
         };
+        if !retry {
+            return once().await;
+        }
         once.retry(self.retry)
             .when(ApiError::is_transient)
             .adjust(|error, delay| match (error, delay) {
@@ -160,14 +176,47 @@ impl CloudClient {
         let created = self
             .call(Method::POST, &url, Some(doc), Some(idempotency_key))
             .await?;
-        created
-            .get("id")
+        created_id(&created)
+    }
+
+    /// Creates a document without an idempotency key, sent once: after a transient failure
+    /// the caller must look the document up before trying again.
+    pub async fn create_unkeyed(
+        &self,
+        account: &str,
+        collection: &str,
+        doc: &Map<String, Json>,
+    ) -> Result<String, ApiError> {
+        let url = self.url(account, collection, None);
+        let created = self
+            .send(Method::POST, &url, Some(doc), None, false)
+            .await?;
+        created_id(&created)
+    }
+
+    /// The id of the document of a collection whose `external_ref` is `external_ref`, if any.
+    pub async fn find(
+        &self,
+        account: &str,
+        collection: &str,
+        external_ref: &str,
+    ) -> Result<Option<String>, ApiError> {
+        let url = reqwest::Url::parse_with_params(
+            &self.url(account, collection, None),
+            [("external_ref", external_ref), ("limit", "1")],
+        )
+        .map_err(|e| ApiError::Permanent {
+            status: 0,
+            body: format!("cannot build a lookup URL: {e}"),
+        })?;
+        let page = self.call(Method::GET, url.as_str(), None, None).await?;
+        Ok(page
+            .get("items")
+            .and_then(Json::as_array)
+            .and_then(|items| items.first())
+            .and_then(|doc| doc.get("id"))
             .and_then(Json::as_str)
-            .map(str::to_owned)
-            .ok_or_else(|| ApiError::Permanent {
-                status: 201,
-                body: format!("create answered without an id: {created}"),
-            })
+            .map(str::to_owned))
     }
 
     pub async fn update(
@@ -240,6 +289,18 @@ impl CloudClient {
             }
         }
     }
+}
+
+/// The id in a create's answer.
+fn created_id(created: &Json) -> Result<String, ApiError> {
+    created
+        .get("id")
+        .and_then(Json::as_str)
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::Permanent {
+            status: 201,
+            body: format!("create answered without an id: {created}"),
+        })
 }
 
 fn transient(e: reqwest::Error) -> ApiError {

@@ -28,7 +28,7 @@ pub mod verify;
 
 use std::path::PathBuf;
 
-pub use apply::{idempotency_key, Engine, Outcome};
+pub use apply::{idempotency_key, CreateMode, Engine, Outcome};
 pub use client::{ApiError, AuditEntry, CloudClient};
 pub use run::{Consumer, Options, Stats};
 pub use store::{Bookkeeping, MirrorRow, Position, Store};

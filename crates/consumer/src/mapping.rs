@@ -10,6 +10,7 @@
 //! name = { template = "{first_name} {last_name}" }  # a template over columns
 //! kind = { constant = "person" }                    # a constant
 //! balance = { column = "balance", type = "decimal" } # a column, coerced
+//! since = { column = "created", type = "timestamp" } # epoch millis or a date-time → RFC 3339
 //! [[resource.embed]]            # child rows folded into the document (consolidation)
 //! field = "phones"
 //! entity = "contact_phones"
@@ -22,6 +23,10 @@
 //! collection = "properties"
 //! fields = { owner_id = { ref = "contact", column = "owner_contact_id" } }  # a reference
 //! ```
+//!
+//! A resource may apply to some rows only: `when = { column = "kind", equals = "owner" }` (also
+//! `not_equals`, `in = [...]`, `is_null = true|false`). A row that stops matching has its
+//! resource deleted; one that starts matching has it created.
 //!
 //! Several resources may share a root (break-down). Every document also carries its root key in
 //! the `external_ref` field (configurable with a top-level `external_ref_field`), which is how
@@ -59,6 +64,18 @@ struct ResourceSpec {
     fields: BTreeMap<String, FieldSpec>,
     #[serde(default)]
     embed: Vec<EmbedSpec>,
+    when: Option<WhenSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WhenSpec {
+    column: String,
+    equals: Option<toml::Value>,
+    not_equals: Option<toml::Value>,
+    #[serde(rename = "in")]
+    one_of: Option<Vec<toml::Value>>,
+    is_null: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -100,6 +117,38 @@ pub enum Coerce {
     /// An exact decimal, always written as a JSON string.
     Decimal,
     Boolean,
+    /// Epoch milliseconds or a date-time text (UTC), written as RFC 3339 with milliseconds.
+    Timestamp,
+}
+
+/// When a resource applies to a row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Condition {
+    pub column: String,
+    pub test: Test,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Test {
+    Equals(Json),
+    NotEquals(Json),
+    OneOf(Vec<Json>),
+    IsNull(bool),
+}
+
+impl Condition {
+    pub fn holds(&self, row: &Row) -> bool {
+        let value = match row.get(&self.column) {
+            None | Some(Value::Null) => Json::Null,
+            Some(v) => keep(v),
+        };
+        match &self.test {
+            Test::Equals(want) => &value == want,
+            Test::NotEquals(other) => &value != other,
+            Test::OneOf(options) => options.contains(&value),
+            Test::IsNull(null) => value.is_null() == *null,
+        }
+    }
 }
 
 /// One field expression.
@@ -139,6 +188,8 @@ pub struct Resource {
     pub collection: String,
     pub fields: Vec<(String, Expr)>,
     pub embeds: Vec<Embed>,
+    /// Rows the resource applies to; every row of its root when `None`.
+    pub when: Option<Condition>,
 }
 
 /// A checked mapping.
@@ -234,12 +285,19 @@ impl Mapping {
                     fields: compile(&embed.fields, &at(&format!("embed[{i}].fields")))?,
                 });
             }
+            let when = spec
+                .when
+                .as_ref()
+                .map(compile_condition)
+                .transpose()
+                .map_err(|m| fail(at("when"), m))?;
             resources.push(Resource {
                 name: spec.name.clone(),
                 root: spec.root.clone(),
                 collection: spec.collection.clone(),
                 fields,
                 embeds,
+                when,
             });
         }
         let mapping = Mapping {
@@ -319,6 +377,17 @@ impl Mapping {
                 ));
             }
             check(&r.root, &r.fields, &at("fields"))?;
+            if let Some(when) = &r.when {
+                if !tables[&r.root].contains(&when.column) {
+                    return Err(fail(
+                        at("when.column"),
+                        format!(
+                            "column {:?} does not exist in table {:?}",
+                            when.column, r.root
+                        ),
+                    ));
+                }
+            }
             for (i, e) in r.embeds.iter().enumerate() {
                 let Some(columns) = tables.get(&e.entity) else {
                     return Err(fail(
@@ -398,6 +467,11 @@ impl Mapping {
 }
 
 impl Resource {
+    /// Whether this resource applies to a row of its root.
+    pub fn applies_to(&self, row: &Row) -> bool {
+        self.when.as_ref().is_none_or(|when| when.holds(row))
+    }
+
     /// Field expressions of the resource and of its embeds.
     pub fn all_fields(&self) -> impl Iterator<Item = &(String, Expr)> {
         self.fields
@@ -438,9 +512,10 @@ fn compile_field(field: &FieldSpec, resources: &HashSet<&str>) -> Result<Expr, S
         Some("integer") => Coerce::Integer,
         Some("decimal") => Coerce::Decimal,
         Some("boolean") => Coerce::Boolean,
+        Some("timestamp") => Coerce::Timestamp,
         Some(other) => {
             return Err(format!(
-                "unknown type {other:?} (expected string, integer, decimal or boolean)"
+                "unknown type {other:?} (expected string, integer, decimal, boolean or timestamp)"
             ))
         }
     };
@@ -538,6 +613,39 @@ fn render_fields(
     Ok(doc)
 }
 
+/// A column value as it came: numbers stay numbers, text stays text.
+fn keep(value: &Value) -> Json {
+    coerce_value(value, Coerce::Keep).unwrap_or(Json::Null)
+}
+
+fn compile_condition(when: &WhenSpec) -> Result<Condition, String> {
+    let json = |v: &toml::Value| {
+        serde_json::to_value(v).map_err(|e| format!("cannot compare with {v}: {e}"))
+    };
+    let test = match (&when.equals, &when.not_equals, &when.one_of, when.is_null) {
+        (Some(v), None, None, None) => Test::Equals(json(v)?),
+        (None, Some(v), None, None) => Test::NotEquals(json(v)?),
+        (None, None, Some(vs), None) => Test::OneOf(vs.iter().map(json).collect::<Result<_, _>>()?),
+        (None, None, None, Some(null)) => Test::IsNull(null),
+        _ => return Err("give exactly one of equals, not_equals, in, is_null".into()),
+    };
+    Ok(Condition {
+        column: when.column.clone(),
+        test,
+    })
+}
+
+/// Epoch milliseconds → RFC 3339 (UTC, milliseconds).
+fn timestamp_from_millis(millis: i64) -> Result<Json, String> {
+    let time = u64::try_from(millis)
+        .ok()
+        .and_then(|m| std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(m)))
+        .ok_or_else(|| format!("{millis} is not a timestamp in epoch milliseconds"))?;
+    Ok(Json::String(
+        humantime::format_rfc3339_millis(time).to_string(),
+    ))
+}
+
 fn coerce_value(value: &Value, coerce: Coerce) -> Result<Json, String> {
     Ok(match (coerce, value) {
         (_, Value::Null) => Json::Null,
@@ -570,6 +678,20 @@ fn coerce_value(value: &Value, coerce: Coerce) -> Result<Json, String> {
             "false" | "f" | "0" | "no" => Json::Bool(false),
             _ => return Err(format!("{s:?} is not a boolean")),
         },
+        (Coerce::Timestamp, Value::Long(n)) => timestamp_from_millis(*n)?,
+        (Coerce::Timestamp, Value::String(s)) => {
+            // "2026-11-22 10:00:00", "2026-11-22T10:00:00.5Z", taken as UTC; a date alone is
+            // its midnight.
+            let t = s.trim();
+            let full = if t.len() == 10 {
+                format!("{t}T00:00:00Z")
+            } else {
+                t.to_owned()
+            };
+            let time = humantime::parse_rfc3339_weak(&full)
+                .map_err(|e| format!("{s:?} is not a UTC date-time: {e}"))?;
+            Json::String(humantime::format_rfc3339_millis(time).to_string())
+        }
         (c, v) => return Err(format!("cannot turn {v:?} into {c:?}")),
     })
 }
@@ -585,6 +707,61 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect()
+    }
+
+    #[test]
+    fn timestamps_become_rfc3339_in_utc() {
+        let ts = |v: Value| coerce_value(&v, Coerce::Timestamp);
+        let want = Ok(Json::String("2026-11-22T10:00:00.000Z".into()));
+        assert_eq!(ts(Value::Long(1_795_341_600_000)), want);
+        assert_eq!(ts(Value::String("2026-11-22 10:00:00".into())), want);
+        assert_eq!(ts(Value::String("2026-11-22T10:00:00Z".into())), want);
+        assert_eq!(
+            ts(Value::String("2026-11-22".into())),
+            Ok(Json::String("2026-11-22T00:00:00.000Z".into()))
+        );
+        assert!(ts(Value::String("yesterday".into())).is_err());
+        assert!(ts(Value::Long(-5)).is_err());
+    }
+
+    #[test]
+    fn conditions_pick_the_rows_a_resource_applies_to() -> Result<()> {
+        let text = "[[resource]]\nname='owner'\nroot='contacts'\ncollection='owners'\n\
+                    when={column='kind', in=['owner','landlord']}\nfields={n='name'}\n\
+                    [[resource]]\nname='vip'\nroot='contacts'\ncollection='vips'\n\
+                    when={column='tier', equals=3}\nfields={n='name'}\n\
+                    [[resource]]\nname='mail'\nroot='contacts'\ncollection='mail'\n\
+                    when={column='email', is_null=false}\nfields={n='name'}";
+        let mapping = Mapping::parse(text, Path::new("m.toml"))?;
+        let r = |name: &str| {
+            mapping
+                .resource(name)
+                .cloned()
+                .ok_or(Error::Internal(name.into()))
+        };
+        let a = row(&[
+            ("kind", Value::String("landlord".into())),
+            ("tier", Value::Long(3)),
+            ("email", Value::Null),
+        ]);
+        let b = row(&[
+            ("kind", Value::String("tenant".into())),
+            ("tier", Value::Long(2)),
+            ("email", Value::String("b@example.com".into())),
+        ]);
+        assert!(r("owner")?.applies_to(&a) && !r("owner")?.applies_to(&b));
+        assert!(r("vip")?.applies_to(&a) && !r("vip")?.applies_to(&b));
+        assert!(!r("mail")?.applies_to(&a) && r("mail")?.applies_to(&b));
+        let bad = "[[resource]]\nname='x'\nroot='t'\ncollection='x'\nwhen={column='k', equals=1, is_null=true}";
+        let err = Mapping::parse(bad, Path::new("m.toml"))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            err.as_deref()
+                .is_some_and(|e| e.contains("resource.x.when") && e.contains("exactly one")),
+            "{err:?}"
+        );
+        Ok(())
     }
 
     #[test]

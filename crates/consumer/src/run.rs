@@ -2,17 +2,18 @@
 //! store, dead-lettering of messages that cannot be applied, and Kafka commits that follow the
 //! store.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tandem_event::{ChangeEvent, Codec};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -30,6 +31,10 @@ pub struct Options {
     pub dead_letter_topic: String,
     /// Librdkafka properties, applied last.
     pub kafka: Vec<(String, String)>,
+    /// Accounts applied at the same time (each account's events strictly in order).
+    pub concurrency: usize,
+    /// Events read from Kafka and not yet applied, at most; at the bound, fetching pauses.
+    pub max_in_flight: usize,
 }
 
 impl Default for Options {
@@ -40,6 +45,8 @@ impl Default for Options {
             group: "tandem-consumer".into(),
             dead_letter_topic: "tandem.changes.dlq".into(),
             kafka: Vec::new(),
+            concurrency: 32,
+            max_in_flight: 1024,
         }
     }
 }
@@ -61,12 +68,62 @@ pub struct Stats {
     pub latencies_ms: Mutex<Vec<(i64, u64)>>,
 }
 
-/// Positions read from the store, per (topic, partition); emptied on every rebalance so a newly
-/// assigned partition is read afresh (another member may have moved it on meanwhile).
-type Positions = Arc<Mutex<HashMap<(String, i32), i64>>>;
+/// What this member knows of one assigned partition.
+#[derive(Debug)]
+struct Partition {
+    /// Offsets received and not yet durable.
+    pending: BTreeSet<i64>,
+    /// One past the highest offset received.
+    next: i64,
+    /// The store's position at assignment: every lower offset was applied before.
+    stored: i64,
+    /// Per account: the next offset to apply, as the store said on first sight.
+    accounts: HashMap<String, i64>,
+}
+
+impl Partition {
+    /// The partition's position once `done` (if given) is durable: the lowest offset still
+    /// pending, else one past the highest received.
+    fn watermark(&self, done: Option<i64>) -> i64 {
+        self.pending
+            .iter()
+            .copied()
+            .find(|&o| Some(o) != done)
+            .unwrap_or(self.next)
+    }
+}
+
+/// One event handed to its account's queue.
+struct Work {
+    generation: u64,
+    partition: (String, i32),
+    message: OwnedMessage,
+    event: ChangeEvent,
+    /// A place among the events in flight; returned when the work is done or abandoned.
+    _slot: OwnedSemaphorePermit,
+}
+
+/// Work in flight. The generation moves on at every rebalance and at shutdown: queued work of
+/// an older generation is abandoned unrecorded (Kafka delivers it again from the position).
+#[derive(Default)]
+struct Tracker {
+    generation: u64,
+    partitions: HashMap<(String, i32), Partition>,
+    /// Accounts with a worker running, and what waits in their queue.
+    queues: HashMap<String, VecDeque<Work>>,
+}
+
+impl Tracker {
+    fn abandon(&mut self) {
+        self.generation += 1;
+        self.partitions.clear();
+    }
+}
+
+type Shared = Arc<Mutex<Tracker>>;
 
 struct Context {
-    positions: Positions,
+    tracker: Shared,
     stats: Arc<Stats>,
 }
 
@@ -87,26 +144,45 @@ impl ConsumerContext for Context {
             }
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
         }
-        if let Ok(mut positions) = self.positions.lock() {
-            positions.clear();
-        }
+        // Positions are read afresh from the store: another member may have moved them on.
+        lock(&self.tracker).abandon();
     }
 }
 
+fn lock(tracker: &Shared) -> std::sync::MutexGuard<'_, Tracker> {
+    tracker
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The consumer: reads the topic, applies each account's events in order on a worker of its
+/// own, many accounts at a time, and records positions only for durable work.
+#[derive(Clone)]
 pub struct Consumer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     engine: Engine,
     consumer: StreamConsumer<Context>,
     dead_letters: FutureProducer,
     codec: Codec,
     options: Options,
-    positions: Positions,
     stats: Arc<Stats>,
+    tracker: Shared,
+    /// Events read and not yet done; fetching waits while none is free.
+    slots: Arc<Semaphore>,
+    /// Accounts applying at once.
+    appliers: Semaphore,
+    /// The first fatal error a worker met; stops the consumer.
+    fatal: Mutex<Option<Error>>,
+    failed: CancellationToken,
 }
 
 impl std::fmt::Debug for Consumer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Consumer")
-            .field("options", &self.options)
+            .field("options", &self.inner.options)
             .finish()
     }
 }
@@ -124,25 +200,32 @@ impl Consumer {
             brokers: options.brokers.clone(),
             source,
         };
-        let positions = Positions::default();
+        if options.concurrency == 0 || options.max_in_flight == 0 {
+            return Err(Error::Internal(
+                "concurrency and max in-flight events must be at least 1".into(),
+            ));
+        }
+        let tracker = Shared::default();
         let stats = Arc::<Stats>::default();
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &options.brokers)
             .set("group.id", &options.group)
             .set("enable.auto.commit", "true")
-            // Kafka-side commits follow the store: an offset is stored only once applied.
+            // Kafka-side commits follow the store: an offset is stored only once durable.
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
             // Changes should be visible in well under a second; don't let fetches idle long.
-            .set("fetch.wait.max.ms", "100");
+            .set("fetch.wait.max.ms", "100")
+            // What librdkafka prefetches stays small; the in-flight bound does the rest.
+            .set("queued.max.messages.kbytes", "16384");
         for (key, value) in &options.kafka {
             config.set(key, value);
         }
         let consumer: StreamConsumer<Context> = config
             .create_with_context(Context {
-                positions: positions.clone(),
+                tracker: tracker.clone(),
                 stats: stats.clone(),
             })
             .map_err(broker_error)?;
@@ -156,131 +239,320 @@ impl Consumer {
             .set("acks", "all");
         let dead_letters: FutureProducer = producer_config.create().map_err(broker_error)?;
         Ok(Consumer {
-            engine,
-            consumer,
-            dead_letters,
-            codec: Codec::default(),
-            options,
-            positions,
-            stats,
+            inner: Arc::new(Inner {
+                engine,
+                consumer,
+                dead_letters,
+                codec: Codec::default(),
+                slots: Arc::new(Semaphore::new(options.max_in_flight)),
+                appliers: Semaphore::new(options.concurrency),
+                options,
+                stats,
+                tracker,
+                fatal: Mutex::new(None),
+                failed: CancellationToken::new(),
+            }),
         })
     }
 
     pub fn stats(&self) -> Arc<Stats> {
-        self.stats.clone()
+        self.inner.stats.clone()
     }
 
-    /// Consumes until `shutdown` is cancelled. The current event is finished (or left
-    /// unrecorded) before returning, so a restart resumes exactly where the store says.
+    /// Consumes until `shutdown` is cancelled. Then fetching stops, queued work is abandoned
+    /// unrecorded, and the events being applied are finished, so a restart resumes exactly
+    /// where the store says.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
+        let inner = &self.inner;
         let mut resumes = tokio::time::interval(Duration::from_secs(1));
         loop {
+            // Backpressure: with every slot taken, nothing more is fetched.
+            let slot = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = inner.failed.cancelled() => break,
+                slot = inner.slots.clone().acquire_owned() => slot.map_err(closed)?,
+            };
             let message = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = inner.failed.cancelled() => break,
                 _ = resumes.tick() => {
-                    self.resume_parked().await?;
+                    inner.resume_parked().await?;
                     continue;
                 }
-                message = self.consumer.recv() => message,
+                message = inner.consumer.recv() => message,
             };
             match message {
-                Ok(message) => self.handle(&message, &shutdown).await?,
+                Ok(message) => inner.dispatch(message.detach(), slot).await?,
                 Err(e) => warn!(error = %e, "kafka consumer error"),
             }
+        }
+        lock(&inner.tracker).abandon();
+        // Every slot back means nothing is being applied any more.
+        let all = u32::try_from(inner.options.max_in_flight).unwrap_or(u32::MAX);
+        drop(inner.slots.acquire_many(all).await.map_err(closed)?);
+        if let Some(e) = inner.fatal.lock().ok().and_then(|mut f| f.take()) {
+            return Err(e);
         }
         info!("consumer stopped");
         Ok(())
     }
+}
 
-    /// The next offset the store says to apply for a partition.
-    async fn stored_position(&self, topic: &str, partition: i32) -> Result<i64> {
-        let key = (topic.to_owned(), partition);
-        if let Some(next) = self
-            .positions
-            .lock()
-            .ok()
-            .and_then(|p| p.get(&key).copied())
+fn closed(_: tokio::sync::AcquireError) -> Error {
+    Error::Internal("the consumer's in-flight bound was closed".into())
+}
+
+impl Inner {
+    /// The store's position of a partition, loaded on first sight after an assignment.
+    async fn partition_next(&self, key: &(String, i32)) -> Result<(u64, i64)> {
+        {
+            let tracker = lock(&self.tracker);
+            if let Some(p) = tracker.partitions.get(key) {
+                return Ok((tracker.generation, p.stored));
+            }
+        }
+        let stored = self
+            .engine
+            .store()
+            .position(&self.options.group, &key.0, key.1)
+            .await?
+            .unwrap_or(0);
+        let mut tracker = lock(&self.tracker);
+        let generation = tracker.generation;
+        let p = tracker
+            .partitions
+            .entry(key.clone())
+            .or_insert_with(|| Partition {
+                pending: BTreeSet::new(),
+                next: stored,
+                stored,
+                accounts: HashMap::new(),
+            });
+        Ok((generation, p.stored))
+    }
+
+    /// Where `account` continues in a partition, per the store (read once per assignment).
+    async fn account_next(&self, key: &(String, i32), account: &str) -> Result<i64> {
+        if let Some(next) = lock(&self.tracker)
+            .partitions
+            .get(key)
+            .and_then(|p| p.accounts.get(account).copied())
         {
             return Ok(next);
         }
         let next = self
             .engine
             .store()
-            .position(&self.options.group, topic, partition)
+            .account_position(&self.options.group, &key.0, key.1, account)
             .await?
             .unwrap_or(0);
-        if let Ok(mut positions) = self.positions.lock() {
-            positions.insert(key, next);
+        if let Some(p) = lock(&self.tracker).partitions.get_mut(key) {
+            p.accounts.insert(account.to_owned(), next);
         }
         Ok(next)
     }
 
-    fn advance(&self, topic: &str, partition: i32, next: i64) {
-        if let Ok(mut positions) = self.positions.lock() {
-            positions.insert((topic.to_owned(), partition), next);
+    /// Takes in one message: skips it if the store says it was applied, dead-letters it if it
+    /// does not decode, else queues it behind its account's earlier events.
+    async fn dispatch(
+        self: &Arc<Self>,
+        message: OwnedMessage,
+        slot: OwnedSemaphorePermit,
+    ) -> Result<()> {
+        let key = (message.topic().to_owned(), message.partition());
+        let offset = message.offset();
+        let (generation, stored) = self.partition_next(&key).await?;
+        let below = |tracker: &mut Tracker| {
+            if let Some(p) = tracker.partitions.get_mut(&key) {
+                p.next = p.next.max(offset + 1);
+            }
+        };
+        if offset < stored {
+            // Applied before, per the store: a re-delivery after a crash or a rebalance.
+            tracing::debug!(partition = key.1, offset, "already applied per the store");
+            self.stats.already_applied.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
         }
-        let mut tpl = TopicPartitionList::new();
-        if tpl
-            .add_partition_offset(topic, partition, Offset::Offset(next))
-            .is_ok()
-        {
-            if let Err(e) = self.consumer.store_offsets(&tpl) {
-                warn!(error = %e, topic, partition, "cannot store the Kafka offset");
+        let event = match self.codec.decode(message.payload().unwrap_or_default()) {
+            Ok(event) => event,
+            Err(e) => {
+                self.begin(&key, offset, generation);
+                self.dead_letter(&message, &e.to_string()).await?;
+                let watermark = self.watermark(&key, offset, generation);
+                self.engine
+                    .skip_position(self.position(&key, offset, watermark))
+                    .await?;
+                self.finish(&key, offset, generation);
+                return Ok(());
+            }
+        };
+        if offset < self.account_next(&key, &event.account_id).await? {
+            tracing::debug!(partition = key.1, offset, account = %event.account_id, "already applied per the store");
+            self.stats.already_applied.fetch_add(1, Ordering::Relaxed);
+            below(&mut lock(&self.tracker));
+            return Ok(());
+        }
+        let account = event.account_id.clone();
+        let work = Work {
+            generation,
+            partition: key.clone(),
+            message,
+            event,
+            _slot: slot,
+        };
+        let mut tracker = lock(&self.tracker);
+        if tracker.generation != generation {
+            return Ok(());
+        }
+        if let Some(p) = tracker.partitions.get_mut(&key) {
+            p.pending.insert(offset);
+            p.next = p.next.max(offset + 1);
+        }
+        match tracker.queues.get_mut(&account) {
+            Some(queue) => queue.push_back(work),
+            None => {
+                tracker
+                    .queues
+                    .insert(account.clone(), VecDeque::from([work]));
+                tokio::spawn(self.clone().worker(account));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one account's queued events in order, then exits when its queue is empty.
+    async fn worker(self: Arc<Self>, account: String) {
+        loop {
+            let work = {
+                let mut tracker = lock(&self.tracker);
+                let next = tracker
+                    .queues
+                    .get_mut(&account)
+                    .and_then(VecDeque::pop_front);
+                match next {
+                    Some(work) if work.generation == tracker.generation => work,
+                    // Abandoned by a rebalance or shutdown: Kafka delivers it again.
+                    Some(_) => continue,
+                    None => {
+                        tracker.queues.remove(&account);
+                        return;
+                    }
+                }
+            };
+            let Ok(_applier) = self.appliers.acquire().await else {
+                return;
+            };
+            if let Err(e) = self.process(&work).await {
+                error!(account, error = %e, "the consumer cannot go on");
+                if let Ok(mut fatal) = self.fatal.lock() {
+                    fatal.get_or_insert(e);
+                }
+                self.failed.cancel();
             }
         }
     }
 
-    async fn handle(
-        &self,
-        message: &BorrowedMessage<'_>,
-        shutdown: &CancellationToken,
-    ) -> Result<()> {
-        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
-        if offset < self.stored_position(topic, partition).await? {
-            tracing::debug!(partition, offset, "already applied per the store");
-            self.stats.already_applied.fetch_add(1, Ordering::Relaxed);
-            // Applied before, per the store: a re-delivery after a crash or a rebalance.
+    fn current(&self, generation: u64) -> bool {
+        lock(&self.tracker).generation == generation
+    }
+
+    fn begin(&self, key: &(String, i32), offset: i64, generation: u64) {
+        let mut tracker = lock(&self.tracker);
+        if tracker.generation == generation {
+            if let Some(p) = tracker.partitions.get_mut(key) {
+                p.pending.insert(offset);
+                p.next = p.next.max(offset + 1);
+            }
+        }
+    }
+
+    /// The partition's position once `offset` is durable; 0 (record nothing for the
+    /// partition) when this member no longer owns it.
+    fn watermark(&self, key: &(String, i32), offset: i64, generation: u64) -> i64 {
+        let tracker = lock(&self.tracker);
+        match tracker.partitions.get(key) {
+            Some(p) if tracker.generation == generation => p.watermark(Some(offset)),
+            _ => 0,
+        }
+    }
+
+    fn position(&self, key: &(String, i32), offset: i64, watermark: i64) -> Position {
+        Position {
+            group: self.options.group.clone(),
+            topic: key.0.clone(),
+            partition: key.1,
+            next_offset: offset + 1,
+            watermark,
+        }
+    }
+
+    /// `offset` is durable: it leaves the pending set and Kafka's stored offset follows the
+    /// partition's new position.
+    fn finish(&self, key: &(String, i32), offset: i64, generation: u64) {
+        let watermark = {
+            let mut tracker = lock(&self.tracker);
+            if tracker.generation != generation {
+                return;
+            }
+            let Some(p) = tracker.partitions.get_mut(key) else {
+                return;
+            };
+            p.pending.remove(&offset);
+            p.watermark(None)
+        };
+        let mut tpl = TopicPartitionList::new();
+        if tpl
+            .add_partition_offset(&key.0, key.1, Offset::Offset(watermark))
+            .is_ok()
+        {
+            if let Err(e) = self.consumer.store_offsets(&tpl) {
+                warn!(error = %e, topic = key.0, partition = key.1, "cannot store the Kafka offset");
+            }
+        }
+    }
+
+    /// Applies one event; a parked account's event is kept, a transient failure retried in
+    /// place (the account waits, others flow), a permanent one dead-letters the message and
+    /// parks the account.
+    async fn process(&self, work: &Work) -> Result<()> {
+        let Work {
+            generation,
+            partition: key,
+            message,
+            event,
+            ..
+        } = work;
+        let (generation, offset) = (*generation, message.offset());
+        if !self.current(generation) {
+            // Abandoned while it waited for an applier.
             return Ok(());
         }
-        let position = Position {
-            group: self.options.group.clone(),
-            topic: topic.to_owned(),
-            partition,
-            next_offset: offset + 1,
-        };
-        let payload = message.payload().unwrap_or_default();
-        let event = match self.codec.decode(payload) {
-            Ok(event) => event,
-            Err(e) => {
-                self.dead_letter(message, &e.to_string()).await?;
-                self.engine.skip_position(position).await?;
-                self.advance(topic, partition, offset + 1);
-                return Ok(());
-            }
-        };
-        tracing::debug!(partition, offset, account = %event.account_id, kind = %event.kind, entity = %event.entity_type, key = %event.entity_id, "applying");
         let store = self.engine.store();
+        let payload = message.payload().unwrap_or_default();
+        tracing::debug!(partition = key.1, offset, account = %event.account_id, kind = %event.kind, entity = %event.entity_type, key = %event.entity_id, "applying");
         if store.parked_reason(&event.account_id).await?.is_some() {
             // The account waits for an operator; its events are kept in order meanwhile.
+            let position = self.position(key, offset, self.watermark(key, offset, generation));
             store
                 .hold(&event.account_id, payload, None, position)
                 .await?;
             self.stats.held.fetch_add(1, Ordering::Relaxed);
-            self.advance(topic, partition, offset + 1);
+            self.finish(key, offset, generation);
             return Ok(());
         }
         loop {
-            match self.engine.apply(&event, Some(position.clone())).await {
+            let position = self.position(key, offset, self.watermark(key, offset, generation));
+            match self.engine.apply(event, Some(position.clone())).await {
                 Ok(outcome) => {
-                    self.record(&event, outcome);
+                    self.record(event, outcome);
                     break;
                 }
                 Err(e) if e.is_transient() => {
-                    // Retried in place: the partition waits rather than skip the event.
                     warn!(account = %event.account_id, event_id = %event.event_id, error = %e, "transient failure; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if !self.current(generation) {
+                        // Revoked or stopping: left unrecorded, delivered again.
+                        return Ok(());
                     }
                 }
                 Err(e) if e.is_fatal() => return Err(e),
@@ -297,7 +569,7 @@ impl Consumer {
                 }
             }
         }
-        self.advance(topic, partition, offset + 1);
+        self.finish(key, offset, generation);
         Ok(())
     }
 
@@ -357,7 +629,7 @@ impl Consumer {
     }
 
     /// Sends the original bytes to the dead-letter topic with the reason and origin in headers.
-    async fn dead_letter(&self, message: &BorrowedMessage<'_>, reason: &str) -> Result<()> {
+    async fn dead_letter(&self, message: &impl Message, reason: &str) -> Result<()> {
         let partition = message.partition().to_string();
         let offset = message.offset().to_string();
         let headers = OwnedHeaders::new()

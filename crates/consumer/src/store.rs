@@ -23,13 +23,19 @@ pub struct MirrorRow {
     pub snapshot_id: Option<String>,
 }
 
-/// A Kafka position: the next offset to apply in one partition of one topic for one group.
+/// Where an event sits in Kafka, recorded with its bookkeeping: the account's next offset in
+/// the partition, and the partition's position — every offset below `watermark` is durable
+/// (applied, held or dead-lettered). Both only ever move forward.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Position {
     pub group: String,
     pub topic: String,
     pub partition: i32,
+    /// The offset after this event's: where its account continues in this partition.
     pub next_offset: i64,
+    /// The lowest offset of the partition not yet durable, as far as this member knows; 0
+    /// when it no longer owns the partition (nothing is recorded for the partition then).
+    pub watermark: i64,
 }
 
 /// (resource, root key): what the ID map is keyed by within an account.
@@ -64,8 +70,22 @@ fn with_create(url: &str) -> String {
 impl Store {
     pub async fn open(url: &str) -> Result<Self> {
         sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
         let pool = AnyPoolOptions::new()
-            .max_connections(if url.starts_with("sqlite:") { 1 } else { 8 })
+            .max_connections(if sqlite { 1 } else { 8 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // With the write-ahead log, a commit survives a crash of the process
+                        // without waiting for the disk; only a power loss can take back the
+                        // last commits, and what they recorded is repeated idempotently.
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(&with_create(url))
             .await
             .map_err(|source| Error::Connect {
@@ -186,7 +206,7 @@ impl Store {
         .bind(hex)
         .execute(&mut *tx)
         .await?;
-        write_position(&mut tx, &position).await?;
+        write_position(&mut tx, account, &position).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -346,7 +366,28 @@ impl Store {
         Ok(row.map(|(o,)| o))
     }
 
-    /// Writes an event's bookkeeping and the partition position in one transaction.
+    /// The next offset to apply for `account` in a partition, if one was ever recorded.
+    pub async fn account_position(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        account: &str,
+    ) -> Result<Option<i64>> {
+        let row: Option<(i64,)> = sqlx::query_as(
+            "SELECT next_offset FROM consumer_account_offsets \
+             WHERE consumer_group = $1 AND topic = $2 AND partition_id = $3 AND account = $4",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(i64::from(partition))
+        .bind(account)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(o,)| o))
+    }
+
+    /// Writes an event's bookkeeping and its positions in one transaction.
     pub async fn commit(&self, account: &str, book: &Bookkeeping) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         for (entity_type, entity_id, row) in &book.mirror {
@@ -358,7 +399,9 @@ impl Store {
                  ON CONFLICT (account, entity_type, entity_id) DO UPDATE SET \
                  epoch = excluded.epoch, version = excluded.version, \
                  parent = excluded.parent, data = excluded.data, \
-                 snapshot_id = COALESCE(excluded.snapshot_id, consumer_mirror.snapshot_id)",
+                 snapshot_id = COALESCE(excluded.snapshot_id, consumer_mirror.snapshot_id) \
+                 WHERE consumer_mirror.epoch < excluded.epoch OR \
+                 (consumer_mirror.epoch = excluded.epoch AND consumer_mirror.version <= excluded.version)",
             )
             .bind(account)
             .bind(entity_type)
@@ -438,25 +481,45 @@ impl Store {
             }
         }
         if let Some(p) = &book.position {
-            write_position(&mut tx, p).await?;
+            write_position(&mut tx, account, p).await?;
         }
         tx.commit().await?;
         Ok(())
     }
 }
 
-async fn write_position(conn: &mut sqlx::AnyConnection, p: &Position) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO consumer_offsets (consumer_group, topic, partition_id, next_offset) \
-         VALUES ($1, $2, $3, $4) ON CONFLICT (consumer_group, topic, partition_id) \
-         DO UPDATE SET next_offset = excluded.next_offset",
-    )
-    .bind(&p.group)
-    .bind(&p.topic)
-    .bind(i64::from(p.partition))
-    .bind(p.next_offset)
-    .execute(conn)
-    .await?;
+async fn write_position(conn: &mut sqlx::AnyConnection, account: &str, p: &Position) -> Result<()> {
+    if !account.is_empty() {
+        sqlx::query(
+            "INSERT INTO consumer_account_offsets \
+             (consumer_group, topic, partition_id, account, next_offset) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (consumer_group, topic, partition_id, account) \
+             DO UPDATE SET next_offset = excluded.next_offset \
+             WHERE consumer_account_offsets.next_offset < excluded.next_offset",
+        )
+        .bind(&p.group)
+        .bind(&p.topic)
+        .bind(i64::from(p.partition))
+        .bind(account)
+        .bind(p.next_offset)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if p.watermark > 0 {
+        sqlx::query(
+            "INSERT INTO consumer_offsets (consumer_group, topic, partition_id, next_offset) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (consumer_group, topic, partition_id) \
+             DO UPDATE SET next_offset = excluded.next_offset \
+             WHERE consumer_offsets.next_offset < excluded.next_offset",
+        )
+        .bind(&p.group)
+        .bind(&p.topic)
+        .bind(i64::from(p.partition))
+        .bind(p.watermark)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 

@@ -90,7 +90,12 @@ pub async fn verify_account(
     }
     let empty = Vec::new();
     for resource in &mapping.resources {
-        let roots = legacy.get(&resource.root).unwrap_or(&empty);
+        let roots: Vec<&(String, Row)> = legacy
+            .get(&resource.root)
+            .unwrap_or(&empty)
+            .iter()
+            .filter(|(_, row)| resource.applies_to(row))
+            .collect();
         let children: Vec<HashMap<String, Vec<(String, Row)>>> = resource
             .embeds
             .iter()
@@ -108,7 +113,7 @@ pub async fn verify_account(
             })
             .collect();
         let docs = &actual[resource.name.as_str()];
-        for (key, row) in roots {
+        for (key, row) in roots.iter().copied() {
             let kids: Vec<Vec<(String, Row)>> = children
                 .iter()
                 .map(|by_parent| by_parent.get(key).cloned().unwrap_or_default())

@@ -94,6 +94,7 @@ impl PgDatabase {
 pub struct Cloud {
     pub url: String,
     stop: CancellationToken,
+    faults: std::sync::Arc<tokio::sync::RwLock<tandem_cloudsim::Faults>>,
     task: tokio::task::JoinHandle<Result<(), tandem_cloudsim::Error>>,
     _dir: tempfile::TempDir,
 }
@@ -107,14 +108,21 @@ impl Cloud {
         };
         let server = tandem_cloudsim::CloudSim::bind("127.0.0.1:0".parse()?, options).await?;
         let url = server.base_url();
+        let faults = server.faults();
         let stop = CancellationToken::new();
         let task = tokio::spawn(server.serve(stop.clone()));
         Ok(Cloud {
             url,
             stop,
+            faults,
             task,
             _dir: dir,
         })
+    }
+
+    /// Replaces the fault settings of the running server.
+    pub async fn set_faults(&self, faults: tandem_cloudsim::Faults) {
+        *self.faults.write().await = faults;
     }
 
     pub async fn stop(self) -> anyhow::Result<()> {

@@ -84,8 +84,10 @@ impl LegacyDb {
                  UPDATE {table} SET row_version = (SELECT value FROM version_counter WHERE id = 1) \
                  WHERE rowid = NEW.rowid; END"
             );
+            // A row put back by a restore keeps the version it had (see `restore`).
             sqlx::query(&format!(
-                "CREATE TRIGGER IF NOT EXISTS {table}_version_insert AFTER INSERT ON {table} {stamp}"
+                "CREATE TRIGGER IF NOT EXISTS {table}_version_insert AFTER INSERT ON {table} \
+                 WHEN NEW.row_version = 0 {stamp}"
             ))
             .execute(&pool)
             .await?;
@@ -242,6 +244,67 @@ impl LegacyDb {
         .execute(&self.pool)
         .await?;
         Ok(id)
+    }
+
+    /// Keeps a copy of an account's rows, as a backup taken now.
+    pub async fn backup(&self, account: &str) -> sqlx::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for (table, _) in TABLES {
+            sqlx::query(&format!(
+                "CREATE TABLE IF NOT EXISTS {table}_backup AS SELECT * FROM {table} WHERE 0"
+            ))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(&format!("DELETE FROM {table}_backup WHERE account_id = $1"))
+                .bind(account)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(&format!(
+                "INSERT INTO {table}_backup SELECT * FROM {table} WHERE account_id = $1"
+            ))
+            .bind(account)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await
+    }
+
+    /// Restores an account from its backup, as an operator restoring a database would: the
+    /// rows go back to what they were, versions included; what was created since is gone,
+    /// what was deleted since is back. Returns the rows put back.
+    pub async fn restore(&self, account: &str) -> sqlx::Result<u64> {
+        let now = now_millis();
+        let mut tx = self.pool.begin().await?;
+        let mut restored = 0;
+        for (table, _) in TABLES {
+            let columns: Vec<(String,)> =
+                sqlx::query_as("SELECT name FROM pragma_table_info($1) ORDER BY cid")
+                    .bind(table)
+                    .fetch_all(&mut *tx)
+                    .await?;
+            let names: Vec<&str> = columns.iter().map(|(c,)| c.as_str()).collect();
+            // The restore is the change: it happened now.
+            let values: Vec<&str> = names
+                .iter()
+                .map(|&c| if c == "changed_at_ms" { "$2" } else { c })
+                .collect();
+            sqlx::query(&format!("DELETE FROM {table} WHERE account_id = $1"))
+                .bind(account)
+                .execute(&mut *tx)
+                .await?;
+            restored += sqlx::query(&format!(
+                "INSERT INTO {table} ({}) SELECT {} FROM {table}_backup WHERE account_id = $1",
+                names.join(", "),
+                values.join(", ")
+            ))
+            .bind(account)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(restored)
     }
 
     /// Seeds an account with a few rows of every kind, unless it has contacts already.

@@ -41,6 +41,9 @@ pub struct DemoOptions {
     pub seed: u64,
     /// Librdkafka properties for every client, applied last.
     pub kafka: Vec<(String, String)>,
+    /// Accounts whose legacy data is restored from a backup during the run (the backup is
+    /// taken a third of the way in, the restore made two thirds of the way in).
+    pub restores: usize,
 }
 
 impl Default for DemoOptions {
@@ -56,6 +59,7 @@ impl Default for DemoOptions {
             progress: true,
             seed: 7,
             kafka: Vec::new(),
+            restores: 2,
         }
     }
 }
@@ -77,6 +81,8 @@ pub struct Latency {
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoReport {
     pub accounts: usize,
+    /// Accounts restored from a backup during the run.
+    pub restored_accounts: usize,
     pub events_applied: u64,
     pub drift: Drift,
     pub duplicates: usize,
@@ -103,11 +109,14 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank - 1]
 }
 
+/// How often the demo's producer checks for deletes.
+pub const DELETE_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
 /// Runs producer cycles until one finds nothing, each late enough to include the differencing
-/// check, so the last deletes are published too.
-pub async fn drain(producer: &Producer) -> anyhow::Result<()> {
+/// check (run every `delete_check`), so the last deletes are published too.
+pub async fn drain(producer: &Producer, delete_check: Duration) -> anyhow::Result<()> {
     loop {
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        tokio::time::sleep(delete_check + Duration::from_millis(100)).await;
         if producer.cycle().await? == 0 {
             return Ok(());
         }
@@ -202,7 +211,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
                 topic: topic.clone(),
                 store_url: store_url("producer.db"),
                 interval: Duration::from_millis(100),
-                delete_check_interval: Duration::from_secs(1),
+                delete_check_interval: DELETE_CHECK_INTERVAL,
                 kafka: options.kafka.clone(),
                 ..Default::default()
             },
@@ -230,6 +239,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
             group: format!("tandem-demo-{suffix}"),
             dead_letter_topic: format!("{topic}.dlq"),
             kafka: consumer_kafka,
+            ..Default::default()
         },
     )?);
     let (pstats, cstats) = (producer.stats(), consumer.stats());
@@ -260,15 +270,41 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     let mut tick = tokio::time::interval(interval);
     let mut next_report = Duration::from_secs(1);
     let mut changes = 0u64;
+    let restoring: Vec<String> = {
+        use rand::seq::IndexedRandom;
+        accounts
+            .choose_multiple(&mut rng, options.restores.min(accounts.len()))
+            .cloned()
+            .collect()
+    };
+    let (backup_at, restore_at) = (options.duration / 3, options.duration * 2 / 3);
+    let (mut backed_up, mut restored) = (false, false);
     while started.elapsed() < options.duration {
         tick.tick().await;
+        if !backed_up && started.elapsed() >= backup_at {
+            backed_up = true;
+            for account in &restoring {
+                legacy.backup(account).await?;
+            }
+        }
+        if !restored && started.elapsed() >= restore_at {
+            restored = true;
+            for account in &restoring {
+                let rows = legacy.restore(account).await?;
+                say(format!(
+                    "restored {account} from its backup ({rows} rows, taken {} s ago)",
+                    (restore_at - backup_at).as_secs()
+                ));
+            }
+        }
         let account = &accounts[rng.random_range(0..accounts.len())];
         changes += legacy.random_change(account, &mut rng).await?;
         if started.elapsed() >= next_report {
             next_report += Duration::from_secs(1);
             say(format!(
-                "{:>3}s  changes {changes}  published {}  applied {}  dead-lettered {}",
+                "{:>3}s  changes {changes}  cycles {}  published {}  applied {}  dead-lettered {}",
                 started.elapsed().as_secs(),
+                pstats.cycles.load(Ordering::Relaxed),
                 pstats.published.load(Ordering::Relaxed),
                 cstats.applied.load(Ordering::Relaxed),
                 cstats.dead_lettered.load(Ordering::Relaxed),
@@ -279,7 +315,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     // Drain: the producer publishes what is left, the consumer applies everything published.
     producer_stop.cancel();
     producer_task.await??;
-    drain(&producer).await?;
+    drain(&producer, DELETE_CHECK_INTERVAL).await?;
     let published = pstats.published.load(Ordering::Relaxed);
     say(format!(
         "workload stopped after {changes} changes; draining {published} events"
@@ -324,6 +360,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     latencies.sort_unstable();
     Ok(DemoReport {
         accounts: accounts.len(),
+        restored_accounts: if restored { restoring.len() } else { 0 },
         events_applied: cstats.applied.load(Ordering::Relaxed),
         drift: Drift {
             missing: totals.missing,

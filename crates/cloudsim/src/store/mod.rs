@@ -222,16 +222,20 @@ impl Store {
         collection: &str,
         after_seq: i64,
         limit: u32,
+        external_ref: Option<&str>,
     ) -> Result<Page> {
         // One extra row tells whether another page exists.
         let mut rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT id, body FROM documents \
              WHERE account = ? AND collection = ? AND seq > ? AND id IS NOT NULL \
+             AND (? IS NULL OR json_extract(body, '$.external_ref') = ?) \
              ORDER BY seq LIMIT ?",
         )
         .bind(account)
         .bind(collection)
         .bind(after_seq)
+        .bind(external_ref)
+        .bind(external_ref)
         .bind(i64::from(limit) + 1)
         .fetch_all(&self.reader)
         .await?;
