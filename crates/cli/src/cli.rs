@@ -303,6 +303,11 @@ pub struct ConsumeArgs {
     /// until some are done (memory stays bounded however far behind the consumer is).
     #[arg(long, env = "TANDEM_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
+    /// Lease on an account while a member applies its events, renewed as it goes: members of
+    /// one group never apply an account at once, and after a member dies its accounts wait
+    /// this long before another member takes them (at least 1s).
+    #[arg(long = "lease-ttl", env = "TANDEM_CONSUMER_LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
     /// On SIGTERM/SIGINT, how long the events being applied may take to finish; after that
     /// the consumer exits without recording them (they are applied again on restart).
     #[arg(long, env = "TANDEM_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -602,6 +607,7 @@ async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
             kafka: args.kafka.kafka,
             concurrency: args.concurrency,
             max_in_flight: args.max_in_flight,
+            lease_ttl: args.lease_ttl,
         },
     )?;
     let shutdown = shutdown_on_signal();

@@ -9,7 +9,7 @@ use serde_json::{Map, Value as Json};
 use sha2::{Digest, Sha256};
 use tandem_event::{ChangeEvent, Kind, Row};
 
-use crate::client::{ApiError, CloudClient};
+use crate::client::{ApiError, CloudClient, Fence};
 use crate::mapping::{Mapping, RenderError, Resource};
 use crate::store::{Bookkeeping, Mapped, MirrorRow, Position, ResourceKey, Store};
 use crate::{Error, Result};
@@ -93,6 +93,8 @@ fn document_hash(doc: &Map<String, Json>) -> String {
 /// ids learned or dropped so far (written only when the whole event succeeded).
 struct Session<'a> {
     engine: &'a Engine,
+    /// The engine's client, fenced when the caller gave a fence.
+    client: CloudClient,
     event: &'a ChangeEvent,
     row: MirrorRow,
     ids: HashMap<ResourceKey, Option<Mapped>>,
@@ -122,9 +124,33 @@ impl Engine {
 
     /// Applies `event`, recording `position` with its bookkeeping.
     pub async fn apply(&self, event: &ChangeEvent, position: Option<Position>) -> Result<Outcome> {
+        self.apply_fenced(event, position, &self.client).await
+    }
+
+    /// Applies `event` while `fence` is open: once it closes, no further cloud call is sent and
+    /// the event fails with [`crate::Error::is_fenced`], its bookkeeping unwritten. Calls
+    /// already made are idempotent, so whoever applies the event next repeats them safely.
+    pub async fn apply_until(
+        &self,
+        event: &ChangeEvent,
+        position: Option<Position>,
+        fence: &Fence,
+    ) -> Result<Outcome> {
+        let client = self.client.fenced(fence.clone());
+        self.apply_fenced(event, position, &client).await
+    }
+
+    async fn apply_fenced(
+        &self,
+        event: &ChangeEvent,
+        position: Option<Position>,
+        client: &CloudClient,
+    ) -> Result<Outcome> {
         let account = &event.account_id;
         match event.kind {
-            Kind::Created | Kind::Updated | Kind::Deleted => self.apply_row(event, position).await,
+            Kind::Created | Kind::Updated | Kind::Deleted => {
+                self.apply_row(event, position, client).await
+            }
             // The events after a restore carry the new epoch, which orders them after
             // everything before it; nothing else changes.
             Kind::DatabaseRestored | Kind::SnapshotBegin => self.skip(account, position).await,
@@ -142,14 +168,19 @@ impl Engine {
                         epoch.max(event.epoch),
                         version.max(event.version),
                     );
-                    self.apply_row(&gone, None).await?;
+                    self.apply_row(&gone, None, client).await?;
                 }
                 self.skip(account, position).await
             }
         }
     }
 
-    async fn apply_row(&self, event: &ChangeEvent, position: Option<Position>) -> Result<Outcome> {
+    async fn apply_row(
+        &self,
+        event: &ChangeEvent,
+        position: Option<Position>,
+        client: &CloudClient,
+    ) -> Result<Outcome> {
         let account = &event.account_id;
         let data = match event.kind {
             Kind::Created | Kind::Updated => event.data.clone(),
@@ -188,6 +219,7 @@ impl Engine {
             .and_then(|row| self.mapping.parent_key(&event.entity_type, row));
         let mut session = Session {
             engine: self,
+            client: client.clone(),
             event,
             row: MirrorRow {
                 epoch: event.epoch,
@@ -260,7 +292,7 @@ impl Session<'_> {
         root_at: (i64, i64),
         doc: &Map<String, Json>,
     ) -> std::result::Result<String, ApiError> {
-        let (client, account) = (&self.engine.client, self.account());
+        let (client, account) = (&self.client, self.account());
         match self.engine.create_mode {
             CreateMode::IdempotencyKey => {
                 let key = idempotency_key(account, &resource.name, root_key, root_at);
@@ -440,8 +472,7 @@ impl Session<'_> {
             match self.cloud_id(&resource.name, root_key).await? {
                 Some((_, old_hash)) if old_hash == hash => {}
                 Some((id, _)) => {
-                    self.engine
-                        .client
+                    self.client
                         .update(&account, &resource.collection, &id, &doc)
                         .await
                         .map_err(|e| api_error(resource, root_key, e))?;
@@ -481,8 +512,7 @@ impl Session<'_> {
     async fn delete(&mut self, resource: &Resource, root_key: &str) -> Result<()> {
         if let Some((id, _)) = self.cloud_id(&resource.name, root_key).await? {
             let account = self.account().to_owned();
-            self.engine
-                .client
+            self.client
                 .delete(&account, &resource.collection, &id)
                 .await
                 .map_err(|e| api_error(resource, root_key, e))?;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value as Json};
+use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 /// Why an API call failed, sorted by what the caller should do about it.
@@ -22,6 +23,10 @@ pub enum ApiError {
     Permanent { status: u16, body: String },
     #[error("not found")]
     NotFound,
+    /// Not sent: the call's fence was closed (the consumer gave up the account's partition, or
+    /// its lease on the account ran out).
+    #[error("not sent: this worker no longer holds the account")]
+    Fenced,
 }
 
 impl ApiError {
@@ -46,6 +51,24 @@ pub struct CloudClient {
     http: reqwest::Client,
     base: String,
     retry: ExponentialBuilder,
+    /// Once closed, no further request is sent; one already sent is completed.
+    fence: Option<Fence>,
+}
+
+/// When a client stops sending requests: once `cancelled` is cancelled, or from `until` on.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    pub cancelled: CancellationToken,
+    pub until: Option<std::time::Instant>,
+}
+
+impl Fence {
+    pub fn is_closed(&self) -> bool {
+        self.cancelled.is_cancelled()
+            || self
+                .until
+                .is_some_and(|until| std::time::Instant::now() >= until)
+    }
 }
 
 impl CloudClient {
@@ -64,6 +87,16 @@ impl CloudClient {
                 .with_max_delay(Duration::from_secs(5))
                 .with_max_times(attempts.saturating_sub(1))
                 .with_jitter(),
+            fence: None,
+        }
+    }
+
+    /// This client, sending requests only while `fence` is open: every try, first or retry,
+    /// checks it before it is sent.
+    pub fn fenced(&self, fence: Fence) -> CloudClient {
+        CloudClient {
+            fence: Some(fence),
+            ..self.clone()
         }
     }
 
@@ -100,6 +133,9 @@ impl CloudClient {
         retry: bool,
     ) -> Result<Json, ApiError> {
         let once = || async {
+            if self.fence.as_ref().is_some_and(Fence::is_closed) {
+                return Err(ApiError::Fenced);
+            }
             let mut request = self.http.request(method.clone(), url);
             if let Some(body) = body {
                 request = request.json(body);

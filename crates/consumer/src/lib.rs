@@ -29,7 +29,7 @@ pub mod verify;
 use std::path::PathBuf;
 
 pub use apply::{idempotency_key, CreateMode, Engine, Outcome};
-pub use client::{ApiError, AuditEntry, CloudClient};
+pub use client::{ApiError, AuditEntry, CloudClient, Fence};
 pub use run::{Consumer, Options, Stats};
 pub use store::{Bookkeeping, MirrorRow, Position, Store};
 
@@ -82,7 +82,19 @@ pub enum Error {
 impl Error {
     /// Worth trying the same event again later.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Api { source, .. } if source.is_transient())
+        matches!(self, Error::Api { source, .. } if source.is_transient()) || self.is_fenced()
+    }
+
+    /// A cloud call was not sent because the consumer gave up the account's partition; the
+    /// event is left unrecorded for the partition's next owner.
+    pub fn is_fenced(&self) -> bool {
+        matches!(
+            self,
+            Error::Api {
+                source: ApiError::Fenced,
+                ..
+            }
+        )
     }
 
     /// The consumer cannot go on safely (its store or broker is gone).

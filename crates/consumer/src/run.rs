@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::apply::{Engine, Outcome};
+use crate::client::Fence;
 use crate::store::Position;
 use crate::{Error, Result};
 
@@ -35,6 +36,9 @@ pub struct Options {
     pub concurrency: usize,
     /// Events read from Kafka and not yet applied, at most; at the bound, fetching pauses.
     pub max_in_flight: usize,
+    /// How long an account's lease lasts without renewal: after a member dies, how long its
+    /// accounts wait before another member applies them.
+    pub lease_ttl: Duration,
 }
 
 impl Default for Options {
@@ -47,6 +51,7 @@ impl Default for Options {
             kafka: Vec::new(),
             concurrency: 32,
             max_in_flight: 1024,
+            lease_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -66,6 +71,22 @@ pub struct Stats {
     /// Per applied event: when it happened in the legacy database (epoch millis) and how long
     /// until it was visible in the cloud (millis).
     pub latencies_ms: Mutex<Vec<(i64, u64)>>,
+}
+
+/// How often a worker asks again for an account's lease another member holds.
+const LEASE_POLL: Duration = Duration::from_millis(100);
+
+/// A worker run's hold on its account (see `consumer_account_leases`).
+struct AccountLease {
+    owner: String,
+    held: Option<Held>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    renew_at: Instant,
+    /// No cloud call is sent from here on without a renewal.
+    until: Instant,
 }
 
 /// What this member knows of one assigned partition.
@@ -96,6 +117,8 @@ impl Partition {
 /// One event handed to its account's queue.
 struct Work {
     generation: u64,
+    /// Cancelled when this member gives up its partitions: no cloud call is sent after that.
+    fence: CancellationToken,
     partition: (String, i32),
     message: OwnedMessage,
     event: ChangeEvent,
@@ -104,10 +127,12 @@ struct Work {
 }
 
 /// Work in flight. The generation moves on at every rebalance and at shutdown: queued work of
-/// an older generation is abandoned unrecorded (Kafka delivers it again from the position).
+/// an older generation is abandoned unrecorded (Kafka delivers it again from the position), and
+/// its fence is cancelled, so work being applied sends no further cloud call.
 #[derive(Default)]
 struct Tracker {
     generation: u64,
+    fence: CancellationToken,
     partitions: HashMap<(String, i32), Partition>,
     /// Accounts with a worker running, and what waits in their queue.
     queues: HashMap<String, VecDeque<Work>>,
@@ -116,6 +141,8 @@ struct Tracker {
 impl Tracker {
     fn abandon(&mut self) {
         self.generation += 1;
+        self.fence.cancel();
+        self.fence = CancellationToken::new();
         self.partitions.clear();
     }
 }
@@ -174,6 +201,9 @@ struct Inner {
     slots: Arc<Semaphore>,
     /// Accounts applying at once.
     appliers: Semaphore,
+    /// This member's name in account leases (each worker run adds a number).
+    member: String,
+    worker_runs: AtomicU64,
     /// The first fatal error a worker met; stops the consumer.
     fatal: Mutex<Option<Error>>,
     failed: CancellationToken,
@@ -203,6 +233,11 @@ impl Consumer {
         if options.concurrency == 0 || options.max_in_flight == 0 {
             return Err(Error::Internal(
                 "concurrency and max in-flight events must be at least 1".into(),
+            ));
+        }
+        if options.lease_ttl < Duration::from_secs(1) {
+            return Err(Error::Internal(
+                "the account lease must last at least 1 s".into(),
             ));
         }
         let tracker = Shared::default();
@@ -249,6 +284,15 @@ impl Consumer {
                 options,
                 stats,
                 tracker,
+                member: format!(
+                    "{}-{}",
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos())
+                        .unwrap_or_default()
+                ),
+                worker_runs: AtomicU64::new(0),
                 fatal: Mutex::new(None),
                 failed: CancellationToken::new(),
             }),
@@ -393,17 +437,18 @@ impl Inner {
             return Ok(());
         }
         let account = event.account_id.clone();
+        let mut tracker = lock(&self.tracker);
+        if tracker.generation != generation {
+            return Ok(());
+        }
         let work = Work {
             generation,
+            fence: tracker.fence.clone(),
             partition: key.clone(),
             message,
             event,
             _slot: slot,
         };
-        let mut tracker = lock(&self.tracker);
-        if tracker.generation != generation {
-            return Ok(());
-        }
         if let Some(p) = tracker.partitions.get_mut(&key) {
             p.pending.insert(offset);
             p.next = p.next.max(offset + 1);
@@ -420,8 +465,14 @@ impl Inner {
         Ok(())
     }
 
-    /// Applies one account's queued events in order, then exits when its queue is empty.
+    /// Applies one account's queued events in order, then exits when its queue is empty. The
+    /// account's lease is taken before its first event and given up at the end.
     async fn worker(self: Arc<Self>, account: String) {
+        let run = self.worker_runs.fetch_add(1, Ordering::Relaxed);
+        let mut lease = AccountLease {
+            owner: format!("{}/{run}", self.member),
+            held: None,
+        };
         loop {
             let work = {
                 let mut tracker = lock(&self.tracker);
@@ -435,14 +486,11 @@ impl Inner {
                     Some(_) => continue,
                     None => {
                         tracker.queues.remove(&account);
-                        return;
+                        break;
                     }
                 }
             };
-            let Ok(_applier) = self.appliers.acquire().await else {
-                return;
-            };
-            if let Err(e) = self.process(&work).await {
+            if let Err(e) = self.process(&work, &mut lease).await {
                 error!(account, error = %e, "the consumer cannot go on");
                 if let Ok(mut fatal) = self.fatal.lock() {
                     fatal.get_or_insert(e);
@@ -450,10 +498,74 @@ impl Inner {
                 self.failed.cancel();
             }
         }
+        if lease.held.is_some() {
+            let store = self.engine.store();
+            if let Err(e) = store
+                .release_lease(&self.options.group, &account, &lease.owner)
+                .await
+            {
+                // It expires on its own; another member waits until then.
+                warn!(account, error = %e, "cannot give up the account's lease");
+            }
+        }
     }
 
-    fn current(&self, generation: u64) -> bool {
-        lock(&self.tracker).generation == generation
+    /// The lease, renewed when due; until when cloud calls may be sent under it. None if the
+    /// work was abandoned while waiting for it.
+    async fn fresh_lease(
+        &self,
+        account: &str,
+        lease: &mut AccountLease,
+        abandoned: &CancellationToken,
+    ) -> Result<Option<Instant>> {
+        if let Some(held) = lease.held.filter(|held| Instant::now() < held.renew_at) {
+            return Ok(Some(held.until));
+        }
+        if !self.lease(account, lease, abandoned).await? {
+            return Ok(None);
+        }
+        Ok(lease.held.map(|held| held.until))
+    }
+
+    /// Takes or renews the account's lease; while another member holds it (a rebalance just
+    /// moved the account, or a member died and its lease has not expired), waits. False if
+    /// the work was abandoned meanwhile.
+    async fn lease(
+        &self,
+        account: &str,
+        lease: &mut AccountLease,
+        abandoned: &CancellationToken,
+    ) -> Result<bool> {
+        let ttl = self.options.lease_ttl;
+        let store = self.engine.store();
+        let mut waited = false;
+        loop {
+            let asked = Instant::now();
+            if store
+                .try_lease(&self.options.group, account, &lease.owner, ttl)
+                .await?
+            {
+                if waited {
+                    info!(account, "took over the account's lease");
+                }
+                // Renewed a third of the way in; calls stop well before it can have expired,
+                // whatever the clocks of other members say.
+                lease.held = Some(Held {
+                    renew_at: asked + ttl / 3,
+                    until: asked + ttl * 3 / 4,
+                });
+                return Ok(true);
+            }
+            if !waited {
+                waited = true;
+                info!(account, "waiting for another member to give the account up");
+            }
+            lease.held = None;
+            tokio::select! {
+                _ = tokio::time::sleep(LEASE_POLL) => {}
+                _ = abandoned.cancelled() => return Ok(false),
+            }
+        }
     }
 
     fn begin(&self, key: &(String, i32), offset: i64, generation: u64) {
@@ -514,7 +626,7 @@ impl Inner {
     /// Applies one event; a parked account's event is kept, a transient failure retried in
     /// place (the account waits, others flow), a permanent one dead-letters the message and
     /// parks the account.
-    async fn process(&self, work: &Work) -> Result<()> {
+    async fn process(&self, work: &Work, lease: &mut AccountLease) -> Result<()> {
         let Work {
             generation,
             partition: key,
@@ -523,7 +635,17 @@ impl Inner {
             ..
         } = work;
         let (generation, offset) = (*generation, message.offset());
-        if !self.current(generation) {
+        if self
+            .fresh_lease(&event.account_id, lease, &work.fence)
+            .await?
+            .is_none()
+        {
+            return Ok(());
+        }
+        let Ok(_applier) = self.appliers.acquire().await else {
+            return Ok(());
+        };
+        if work.fence.is_cancelled() {
             // Abandoned while it waited for an applier.
             return Ok(());
         }
@@ -541,18 +663,40 @@ impl Inner {
             return Ok(());
         }
         loop {
+            let Some(until) = self
+                .fresh_lease(&event.account_id, lease, &work.fence)
+                .await?
+            else {
+                return Ok(());
+            };
+            let fence = Fence {
+                cancelled: work.fence.clone(),
+                until: Some(until),
+            };
             let position = self.position(key, offset, self.watermark(key, offset, generation));
-            match self.engine.apply(event, Some(position.clone())).await {
+            match self
+                .engine
+                .apply_until(event, Some(position.clone()), &fence)
+                .await
+            {
                 Ok(outcome) => {
                     self.record(event, outcome);
                     break;
                 }
                 Err(e) if e.is_transient() => {
-                    warn!(account = %event.account_id, event_id = %event.event_id, error = %e, "transient failure; retrying");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    if !self.current(generation) {
+                    if work.fence.is_cancelled() {
                         // Revoked or stopping: left unrecorded, delivered again.
                         return Ok(());
+                    }
+                    if e.is_fenced() {
+                        // The lease is due for renewal before the next call: renew, go on.
+                        lease.held = None;
+                        continue;
+                    }
+                    warn!(account = %event.account_id, event_id = %event.event_id, error = %e, "transient failure; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = work.fence.cancelled() => return Ok(()),
                     }
                 }
                 Err(e) if e.is_fatal() => return Err(e),

@@ -387,6 +387,52 @@ impl Store {
         Ok(row.map(|(o,)| o))
     }
 
+    /// Takes or renews `account`'s lease for `owner` until `ttl` from now; false while another
+    /// owner holds it and it has not expired.
+    pub async fn try_lease(
+        &self,
+        group: &str,
+        account: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        let taken = sqlx::query(
+            "INSERT INTO consumer_account_leases (consumer_group, account, owner, expires_at) \
+             VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (consumer_group, account) DO UPDATE SET \
+             owner = excluded.owner, expires_at = excluded.expires_at \
+             WHERE consumer_account_leases.owner = excluded.owner \
+             OR consumer_account_leases.expires_at < $5",
+        )
+        .bind(group)
+        .bind(account)
+        .bind(owner)
+        .bind(now + ttl.as_millis() as i64)
+        .bind(now)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(taken == 1)
+    }
+
+    /// Gives `account`'s lease up, if `owner` still holds it.
+    pub async fn release_lease(&self, group: &str, account: &str, owner: &str) -> Result<()> {
+        sqlx::query(
+            "DELETE FROM consumer_account_leases \
+             WHERE consumer_group = $1 AND account = $2 AND owner = $3",
+        )
+        .bind(group)
+        .bind(account)
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Writes an event's bookkeeping and its positions in one transaction.
     pub async fn commit(&self, account: &str, book: &Bookkeeping) -> Result<()> {
         let mut tx = self.pool.begin().await?;

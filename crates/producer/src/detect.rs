@@ -610,14 +610,12 @@ impl Producer {
                     Some(v) if v == row.version => continue,
                     Some(_) => Kind::Updated,
                 };
-                events.push(self.row_event(
-                    account,
-                    kind,
-                    &table.name,
-                    row,
-                    state.epoch,
-                    detected_at,
-                ));
+                let mut event =
+                    self.row_event(account, kind, &table.name, row, state.epoch, detected_at);
+                // The change is the restore, which the rows do not date: a restored row's own
+                // timestamp is from before the backup.
+                event.occurred_at = detected_at;
+                events.push(event);
             }
             let mut gone: Vec<(String, i64)> = manifest.into_iter().collect();
             gone.sort();

@@ -270,35 +270,20 @@ impl LegacyDb {
     }
 
     /// Restores an account from its backup, as an operator restoring a database would: the
-    /// rows go back to what they were, versions included; what was created since is gone,
-    /// what was deleted since is back. Returns the rows put back.
+    /// rows go back exactly as they were, versions and timestamps included; what was created
+    /// since is gone, what was deleted since is back. Returns the rows put back.
     pub async fn restore(&self, account: &str) -> sqlx::Result<u64> {
-        let now = now_millis();
         let mut tx = self.pool.begin().await?;
         let mut restored = 0;
         for (table, _) in TABLES {
-            let columns: Vec<(String,)> =
-                sqlx::query_as("SELECT name FROM pragma_table_info($1) ORDER BY cid")
-                    .bind(table)
-                    .fetch_all(&mut *tx)
-                    .await?;
-            let names: Vec<&str> = columns.iter().map(|(c,)| c.as_str()).collect();
-            // The restore is the change: it happened now.
-            let values: Vec<&str> = names
-                .iter()
-                .map(|&c| if c == "changed_at_ms" { "$2" } else { c })
-                .collect();
             sqlx::query(&format!("DELETE FROM {table} WHERE account_id = $1"))
                 .bind(account)
                 .execute(&mut *tx)
                 .await?;
             restored += sqlx::query(&format!(
-                "INSERT INTO {table} ({}) SELECT {} FROM {table}_backup WHERE account_id = $1",
-                names.join(", "),
-                values.join(", ")
+                "INSERT INTO {table} SELECT * FROM {table}_backup WHERE account_id = $1"
             ))
             .bind(account)
-            .bind(now)
             .execute(&mut *tx)
             .await?
             .rows_affected();
