@@ -172,6 +172,8 @@ async fn consumers_of_one_group_killed_and_replaced_lose_and_duplicate_nothing(
             &cloud.url,
             &dir.path().join(format!("consumer-{n}.log")),
         )
+        // Assignments and lease hand-overs, to tell what happened if the test fails.
+        .env("TANDEM_LOG", "warn,tandem_consumer::run=info")
         .spawn()
     };
 
@@ -189,21 +191,31 @@ async fn consumers_of_one_group_killed_and_replaced_lose_and_duplicate_nothing(
         members[victim].wait()?;
         kills += 1;
         members[victim] = member(kills + 2)?;
+        eprintln!(
+            "{} killed a member; consumer-{} replaces it",
+            humantime::format_rfc3339_micros(std::time::SystemTime::now()),
+            kills + 2
+        );
     }
     let changes = busy.await??;
     ensure!(kills >= 10, "only {kills} kills");
     ensure!(changes > 300, "only {changes} changes");
 
-    // Then two members are left to finish.
-    members[0].kill()?;
-    members[0].wait()?;
+    // Then the three members finish. (Every kill above is followed by a join, which makes the
+    // group rebalance at once. Tansu 0.6 does not always tell the survivors to rebalance when
+    // a member's session merely expires, which would leave its partitions unread.)
     let client = CloudClient::new(&cloud.url, Duration::from_secs(10), 8);
     let totals = until_clean(&sources, &client, &accounts, Duration::from_secs(120)).await?;
     let mut logs = String::new();
     for entry in std::fs::read_dir(dir.path())? {
         let path = entry?.path();
         if path.extension().is_some_and(|e| e == "log") {
-            logs.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            for line in std::fs::read_to_string(&path).unwrap_or_default().lines() {
+                if !line.contains("account's lease") && !line.contains("give the account up") {
+                    logs.push_str(&format!("{name}: {line}\n"));
+                }
+            }
         }
     }
     ensure!(
@@ -212,7 +224,7 @@ async fn consumers_of_one_group_killed_and_replaced_lose_and_duplicate_nothing(
     );
     ensure!(!logs.contains("dead-lettered"), "{logs}");
     eprintln!("{kills} consumer kills during {changes} changes: zero drift, zero duplicates");
-    for child in members.iter_mut().skip(1).chain([&mut producer]) {
+    for child in members.iter_mut().chain([&mut producer]) {
         sigterm(child)?;
         child.wait()?;
     }

@@ -160,13 +160,13 @@ impl ConsumerContext for Context {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                info!(partitions = tpl.count(), "partitions assigned");
+                info!(partitions = %partition_list(tpl), "partitions assigned");
                 self.stats
                     .assigned_partitions
                     .store(tpl.count() as u64, Ordering::Relaxed);
             }
             Rebalance::Revoke(tpl) => {
-                info!(partitions = tpl.count(), "partitions revoked");
+                info!(partitions = %partition_list(tpl), "partitions revoked");
                 self.stats.assigned_partitions.store(0, Ordering::Relaxed);
             }
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
@@ -174,6 +174,16 @@ impl ConsumerContext for Context {
         // Positions are read afresh from the store: another member may have moved them on.
         lock(&self.tracker).abandon();
     }
+}
+
+/// `[0, 2, 3]`: the partition numbers of an assignment, for the log.
+fn partition_list(tpl: &TopicPartitionList) -> String {
+    let numbers: Vec<String> = tpl
+        .elements()
+        .iter()
+        .map(|e| e.partition().to_string())
+        .collect();
+    format!("[{}]", numbers.join(", "))
 }
 
 fn lock(tracker: &Shared) -> std::sync::MutexGuard<'_, Tracker> {
