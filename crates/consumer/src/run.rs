@@ -15,6 +15,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tandem_event::{ChangeEvent, Codec};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::apply::{Engine, Outcome};
@@ -211,6 +212,8 @@ struct Inner {
     slots: Arc<Semaphore>,
     /// Accounts applying at once.
     appliers: Semaphore,
+    /// Every account's worker, so shutdown can wait until they gave their leases up.
+    workers: TaskTracker,
     /// This member's name in account leases (each worker run adds a number).
     member: String,
     worker_runs: AtomicU64,
@@ -303,6 +306,7 @@ impl Consumer {
                         .unwrap_or_default()
                 ),
                 worker_runs: AtomicU64::new(0),
+                workers: TaskTracker::new(),
                 fatal: Mutex::new(None),
                 failed: CancellationToken::new(),
             }),
@@ -344,6 +348,10 @@ impl Consumer {
         // Every slot back means nothing is being applied any more.
         let all = u32::try_from(inner.options.max_in_flight).unwrap_or(u32::MAX);
         drop(inner.slots.acquire_many(all).await.map_err(closed)?);
+        // Then every worker has given its account's lease up, so another member (or this one,
+        // restarted) need not wait for it to expire.
+        inner.workers.close();
+        inner.workers.wait().await;
         if let Some(e) = inner.fatal.lock().ok().and_then(|mut f| f.take()) {
             return Err(e);
         }
@@ -469,7 +477,7 @@ impl Inner {
                 tracker
                     .queues
                     .insert(account.clone(), VecDeque::from([work]));
-                tokio::spawn(self.clone().worker(account));
+                self.workers.spawn(self.clone().worker(account));
             }
         }
         Ok(())
