@@ -81,6 +81,9 @@ const LEASE_POLL: Duration = Duration::from_millis(100);
 struct AccountLease {
     owner: String,
     held: Option<Held>,
+    /// Per partition, the account's next offset as the store said once the lease was taken:
+    /// events queued before then may have been applied meanwhile by the lease's last holder.
+    next: HashMap<(String, i32), i64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -490,6 +493,7 @@ impl Inner {
         let mut lease = AccountLease {
             owner: format!("{}/{run}", self.member),
             held: None,
+            next: HashMap::new(),
         };
         loop {
             let work = {
@@ -557,6 +561,9 @@ impl Inner {
         let ttl = self.options.lease_ttl;
         let store = self.engine.store();
         let mut waited = false;
+        if lease.held.is_none() {
+            lease.next.clear();
+        }
         loop {
             let asked = Instant::now();
             if store
@@ -579,6 +586,7 @@ impl Inner {
                 info!(account, "waiting for another member to give the account up");
             }
             lease.held = None;
+            lease.next.clear();
             tokio::select! {
                 _ = tokio::time::sleep(LEASE_POLL) => {}
                 _ = abandoned.cancelled() => return Ok(false),
@@ -658,6 +666,26 @@ impl Inner {
             .await?
             .is_none()
         {
+            return Ok(());
+        }
+        let next = match lease.next.get(key) {
+            Some(&next) => next,
+            None => {
+                let next = self
+                    .engine
+                    .store()
+                    .account_position(&self.options.group, &key.0, key.1, &event.account_id)
+                    .await?
+                    .unwrap_or(0);
+                lease.next.insert(key.clone(), next);
+                next
+            }
+        };
+        if offset < next {
+            // Applied by the lease's last holder after this member queued it.
+            tracing::debug!(partition = key.1, offset, account = %event.account_id, "already applied per the store");
+            self.stats.already_applied.fetch_add(1, Ordering::Relaxed);
+            self.finish(key, offset, generation);
             return Ok(());
         }
         let Ok(_applier) = self.appliers.acquire().await else {
