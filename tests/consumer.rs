@@ -13,7 +13,9 @@ use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tandem_cli::demo::domain;
 use tandem_consumer::mapping::Mapping;
-use tandem_consumer::{CloudClient, Consumer, Engine, Stats, Store};
+use tandem_consumer::{
+    CloudClient, Consumer, Engine, Fence, Grant, LeaseId, Position, Stats, Store,
+};
 use tandem_event::{ChangeEvent, Codec, Kind, Row, Value};
 use tandem_producer::Publisher;
 use tandem_testkit::{brokers, topic, unique, Cloud, PgDatabase};
@@ -438,4 +440,69 @@ async fn a_permanently_failing_account_is_parked_and_resumed() -> anyhow::Result
     ensure!(bad.iter().any(|c| c["email"] == "later@example.com"));
     cloud.stop().await?;
     store.drop().await
+}
+
+/// A worker whose lease on an account ran out while it was applying an event records nothing
+/// once another worker took the account over: a late commit could undo what the new holder
+/// recorded since. The new holder repeats the event, and the cloud sees one create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_lost_its_lease_records_nothing() -> anyhow::Result<()> {
+    let db = PgDatabase::create().await?;
+    let cloud = Cloud::start(Default::default()).await?;
+    let mapping = Arc::new(Mapping::parse(domain::MAPPING, Path::new("mapping.toml"))?);
+    let client = CloudClient::new(&cloud.url, Duration::from_secs(10), 8);
+    let store = Store::open(&db.url).await?;
+    let engine = Engine::new(mapping, store.clone(), client.clone());
+    let lease = |owner: &str| LeaseId {
+        group: "g".into(),
+        owner: owner.into(),
+    };
+    let (first, second) = (lease("first"), lease("second"));
+    let short = Duration::from_secs(1);
+    ensure!(store.try_lease(&first, "acme", short).await? == Grant::Taken);
+    ensure!(store.try_lease(&first, "acme", short).await? == Grant::Renewed);
+    ensure!(store.try_lease(&second, "acme", short).await? == Grant::Elsewhere);
+    // The first worker stalls past its lease, and the second takes the account over.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let long = Duration::from_secs(30);
+    ensure!(store.try_lease(&second, "acme", long).await? == Grant::Taken);
+
+    let open = Fence {
+        cancelled: CancellationToken::new(),
+        until: None,
+        answers_by: None,
+    };
+    let at = |next_offset| Position {
+        group: "g".into(),
+        topic: "t".into(),
+        partition: 0,
+        next_offset,
+        watermark: next_offset,
+    };
+    let created = contact("acme", 1, 1, "a@example.com");
+    let late = engine
+        .apply_until(&created, Some(at(1)), &open, &first)
+        .await;
+    ensure!(matches!(&late, Err(e) if e.is_fenced()), "{late:?}");
+    ensure!(store.account_position("g", "t", 0, "acme").await?.is_none());
+    ensure!(store.cloud_id("acme", "contact", "1").await?.is_none());
+
+    engine
+        .apply_until(&created, Some(at(1)), &open, &second)
+        .await?;
+    ensure!(store.account_position("g", "t", 0, "acme").await? == Some(1));
+    ensure!(store.cloud_id("acme", "contact", "1").await?.is_some());
+    let audit = client
+        .audit("acme")
+        .await?
+        .context("cloudsim has an audit log")?;
+    let ops: Vec<&str> = audit.iter().map(|e| e.op.as_str()).collect();
+    ensure!(ops == ["create"], "{ops:?}");
+
+    // Once the second worker gives the account up, the first may take it again: as a new
+    // take, so it reads where the account is before it applies anything.
+    store.release_lease(&second, "acme").await?;
+    ensure!(store.try_lease(&first, "acme", short).await? == Grant::Taken);
+    cloud.stop().await?;
+    db.drop().await
 }

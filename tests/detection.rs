@@ -686,6 +686,74 @@ async fn detections_handed_in_over_http_with_bad_lines_mixed_in() -> anyhow::Res
     Ok(())
 }
 
+/// A producer killed between publishing a batch and checkpointing it loses the checkpoint, not
+/// the events: consumers have seen versions its store does not know. A delete found afterwards
+/// must still order after them, or consumers would take it for an old one and keep the row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_after_a_lost_checkpoint_orders_after_what_was_published() -> anyhow::Result<()> {
+    let (brokers, dir) = (brokers()?, tempfile::tempdir()?);
+    let topic = topic(&brokers, 1).await?;
+    let notes = Notes::create(dir.path()).await?;
+    notes.insert(A, 1..=3).await?;
+    let producer = producer(&notes.sources("", ""), &brokers, &topic, dir.path()).await?;
+    let reader = Reader::new(&brokers, &topic)?;
+    ensure!(cycle(&producer, &reader, A).await?.len() == 5);
+
+    // The store as it was before the next batch: what a kill before its checkpoint leaves.
+    let store_path = dir.path().join("producer.db");
+    let store = SqlitePool::connect(&format!("sqlite://{}", store_path.display())).await?;
+    let saved = dir.path().join("checkpoint.db");
+    sqlx::query(&format!("VACUUM INTO '{}'", saved.display()))
+        .execute(&store)
+        .await?;
+    // The account's newest row changes, and that change is published ...
+    notes.update(A, 3).await?;
+    ensure!(producer.cycle_account(A).await? == 1);
+    let update = reader.take(1).await?.remove(0).1;
+    ensure!(short(&update) == "U notes/3@0");
+    // ... but its checkpoint is lost.
+    let mut conn = store.acquire().await?;
+    sqlx::query(&format!("ATTACH DATABASE '{}' AS saved", saved.display()))
+        .execute(&mut *conn)
+        .await?;
+    for table in [
+        "producer_high_water",
+        "producer_manifest",
+        "producer_manifest_parts",
+    ] {
+        sqlx::query(&format!("DELETE FROM main.{table}"))
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO main.{table} SELECT * FROM saved.{table}"
+        ))
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query("DETACH DATABASE saved")
+        .execute(&mut *conn)
+        .await?;
+    drop(conn);
+
+    // Then the row is deleted, before any other row of the account is written: the account's
+    // newest version is now below the one published.
+    notes.delete(A, [3]).await?;
+    let published = producer.cycle_account(A).await? as usize;
+    let events = reader.take(published).await?;
+    let delete = events
+        .iter()
+        .map(|(_, e)| e)
+        .find(|e| e.kind == Kind::Deleted)
+        .context("the delete was not published")?;
+    ensure!(
+        (delete.epoch, delete.version) >= (update.epoch, update.version),
+        "delete at version {} orders before the update published at {}",
+        delete.version,
+        update.version
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_producers_share_accounts_without_publishing_twice_and_take_over() -> anyhow::Result<()>
 {

@@ -427,30 +427,7 @@ async fn a_producer_killed_again_and_again_loses_no_change() -> anyhow::Result<(
         }
     };
     if Totals::of(&drift) != Totals::default() {
-        // For the failure message: the first drifted account's stream, as the consumer saw it.
-        let bad: Vec<&str> = drift
-            .iter()
-            .filter(|a| !a.is_clean())
-            .map(|a| a.account.as_str())
-            .collect();
-        let reader = Reader::new(&brokers, &topic)?;
-        while let Ok(Ok(batch)) = tokio::time::timeout(Duration::from_secs(5), reader.take(1)).await
-        {
-            for (key, e) in batch {
-                if bad.first() == Some(&key.as_str()) {
-                    eprintln!(
-                        "stream of {key}: {} {} {} version {} epoch {} snapshot {:?} detected {}",
-                        e.kind,
-                        e.entity_type,
-                        e.entity_id,
-                        e.version,
-                        e.epoch,
-                        e.snapshot_id,
-                        e.detected_at
-                    );
-                }
-            }
-        }
+        explain_drift(&drift, &legacy_reader, &client, &brokers, &topic).await?;
     }
     ensure!(
         Totals::of(&drift) == Totals::default(),
@@ -467,6 +444,51 @@ async fn a_producer_killed_again_and_again_loses_no_change() -> anyhow::Result<(
     task.await??;
     cloud.stop().await?;
     stores.drop().await
+}
+
+/// For a failure message: the first drifted account's legacy rows, cloud documents and stream
+/// (with each event's data), as the consumer saw it.
+async fn explain_drift(
+    drift: &[tandem_consumer::verify::AccountDrift],
+    legacy: &Legacy,
+    cloud: &CloudClient,
+    brokers: &str,
+    topic: &str,
+) -> anyhow::Result<()> {
+    let Some(bad) = drift.iter().find(|a| !a.is_clean()) else {
+        return Ok(());
+    };
+    let account = bad.account.as_str();
+    eprintln!("drift of {account}: {bad:?}");
+    for (table, rows) in tandem_cli::verify::legacy_rows(legacy, account).await? {
+        for (key, row) in rows {
+            eprintln!("legacy {table}/{key}: {row:?}");
+        }
+    }
+    for collection in ["contacts", "properties", "leases"] {
+        for doc in cloud.list(account, collection).await.unwrap_or_default() {
+            eprintln!("cloud {collection}: {doc}");
+        }
+    }
+    let reader = Reader::new(brokers, topic)?;
+    while let Ok(Ok(batch)) = tokio::time::timeout(Duration::from_secs(5), reader.take(1)).await {
+        for (key, e) in batch {
+            if key == account {
+                eprintln!(
+                    "stream: {} {}/{} version {} epoch {} snapshot {:?} detected {} data {:?}",
+                    e.kind,
+                    e.entity_type,
+                    e.entity_id,
+                    e.version,
+                    e.epoch,
+                    e.snapshot_id,
+                    e.detected_at,
+                    e.data
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

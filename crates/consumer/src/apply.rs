@@ -11,7 +11,7 @@ use tandem_event::{ChangeEvent, Kind, Row};
 
 use crate::client::{ApiError, CloudClient, Fence};
 use crate::mapping::{Mapping, RenderError, Resource};
-use crate::store::{Bookkeeping, Mapped, MirrorRow, Position, ResourceKey, Store};
+use crate::store::{Bookkeeping, LeaseId, Mapped, MirrorRow, Position, ResourceKey, Store};
 use crate::{Error, Result};
 
 /// References are created dependency-first up to this depth; deeper chains mean a bad mapping.
@@ -124,20 +124,23 @@ impl Engine {
 
     /// Applies `event`, recording `position` with its bookkeeping.
     pub async fn apply(&self, event: &ChangeEvent, position: Option<Position>) -> Result<Outcome> {
-        self.apply_fenced(event, position, &self.client).await
+        self.apply_fenced(event, position, &self.client, None).await
     }
 
-    /// Applies `event` while `fence` is open: once it closes, no further cloud call is sent and
-    /// the event fails with [`crate::Error::is_fenced`], its bookkeeping unwritten. Calls
+    /// Applies `event` while `fence` is open and `lease` holds the account: once the fence
+    /// closes, no further cloud call is sent, and once the lease is lost, the bookkeeping is
+    /// not committed; either way the event fails with [`crate::Error::is_fenced`]. Calls
     /// already made are idempotent, so whoever applies the event next repeats them safely.
     pub async fn apply_until(
         &self,
         event: &ChangeEvent,
         position: Option<Position>,
         fence: &Fence,
+        lease: &LeaseId,
     ) -> Result<Outcome> {
         let client = self.client.fenced(fence.clone());
-        self.apply_fenced(event, position, &client).await
+        self.apply_fenced(event, position, &client, Some(lease))
+            .await
     }
 
     async fn apply_fenced(
@@ -145,15 +148,18 @@ impl Engine {
         event: &ChangeEvent,
         position: Option<Position>,
         client: &CloudClient,
+        lease: Option<&LeaseId>,
     ) -> Result<Outcome> {
         let account = &event.account_id;
         match event.kind {
             Kind::Created | Kind::Updated | Kind::Deleted => {
-                self.apply_row(event, position, client).await
+                self.apply_row(event, position, client, lease).await
             }
             // The events after a restore carry the new epoch, which orders them after
             // everything before it; nothing else changes.
-            Kind::DatabaseRestored | Kind::SnapshotBegin => self.skip(account, position).await,
+            Kind::DatabaseRestored | Kind::SnapshotBegin => {
+                self.skip(account, position, lease).await
+            }
             Kind::SnapshotEnd => {
                 // Mark and sweep: a live row the snapshot did not send is gone.
                 let snapshot = event.snapshot_id.as_deref().unwrap_or(&event.entity_id);
@@ -168,9 +174,9 @@ impl Engine {
                         epoch.max(event.epoch),
                         version.max(event.version),
                     );
-                    self.apply_row(&gone, None, client).await?;
+                    self.apply_row(&gone, None, client, lease).await?;
                 }
-                self.skip(account, position).await
+                self.skip(account, position, lease).await
             }
         }
     }
@@ -180,6 +186,7 @@ impl Engine {
         event: &ChangeEvent,
         position: Option<Position>,
         client: &CloudClient,
+        lease: Option<&LeaseId>,
     ) -> Result<Outcome> {
         let account = &event.account_id;
         let data = match event.kind {
@@ -206,12 +213,13 @@ impl Engine {
                             snapshot.clone(),
                         )],
                         position,
+                        lease: lease.cloned(),
                         ..Bookkeeping::default()
                     };
                     self.store.commit(account, &book).await?;
                     return Ok(Outcome::Skipped);
                 }
-                return self.skip(account, position).await;
+                return self.skip(account, position, lease).await;
             }
         }
         let parent = data
@@ -257,6 +265,7 @@ impl Engine {
             parked: session.parked.into_iter().collect(),
             seen: Vec::new(),
             position,
+            lease: lease.cloned(),
         };
         self.store.commit(account, &book).await?;
         Ok(Outcome::Applied)
@@ -264,13 +273,19 @@ impl Engine {
 
     /// Records only a position: for a message that was dead-lettered instead of applied.
     pub async fn skip_position(&self, position: Position) -> Result<()> {
-        self.skip("", Some(position)).await.map(drop)
+        self.skip("", Some(position), None).await.map(drop)
     }
 
-    async fn skip(&self, account: &str, position: Option<Position>) -> Result<Outcome> {
+    async fn skip(
+        &self,
+        account: &str,
+        position: Option<Position>,
+        lease: Option<&LeaseId>,
+    ) -> Result<Outcome> {
         if position.is_some() {
             let book = Bookkeeping {
                 position,
+                lease: lease.cloned(),
                 ..Bookkeeping::default()
             };
             self.store.commit(account, &book).await?;

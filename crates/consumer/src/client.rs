@@ -51,6 +51,7 @@ pub struct CloudClient {
     http: reqwest::Client,
     base: String,
     retry: ExponentialBuilder,
+    timeout: Duration,
     /// Once closed, no further request is sent; one already sent is completed.
     fence: Option<Fence>,
 }
@@ -60,6 +61,9 @@ pub struct CloudClient {
 pub struct Fence {
     pub cancelled: CancellationToken,
     pub until: Option<std::time::Instant>,
+    /// A request still unanswered at this instant is given up (and fails transiently), so
+    /// none is left waiting on an answer once the right to send it has lapsed.
+    pub answers_by: Option<std::time::Instant>,
 }
 
 impl Fence {
@@ -87,6 +91,7 @@ impl CloudClient {
                 .with_max_delay(Duration::from_secs(5))
                 .with_max_times(attempts.saturating_sub(1))
                 .with_jitter(),
+            timeout,
             fence: None,
         }
     }
@@ -137,6 +142,10 @@ impl CloudClient {
                 return Err(ApiError::Fenced);
             }
             let mut request = self.http.request(method.clone(), url);
+            if let Some(by) = self.fence.as_ref().and_then(|f| f.answers_by) {
+                let left = by.saturating_duration_since(std::time::Instant::now());
+                request = request.timeout(left.min(self.timeout));
+            }
             if let Some(body) = body {
                 request = request.json(body);
             }

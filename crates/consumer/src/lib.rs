@@ -31,7 +31,7 @@ use std::path::PathBuf;
 pub use apply::{idempotency_key, CreateMode, Engine, Outcome};
 pub use client::{ApiError, AuditEntry, CloudClient, Fence};
 pub use run::{Consumer, Options, Stats};
-pub use store::{Bookkeeping, MirrorRow, Position, Store};
+pub use store::{Bookkeeping, Grant, LeaseId, MirrorRow, Position, Store};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -75,6 +75,10 @@ pub enum Error {
         root_key: String,
         source: mapping::RenderError,
     },
+    /// The worker's lease on the account ran out and another worker took it: what this one
+    /// did was not recorded, and the account's next holder repeats it.
+    #[error("account {account}: lease lost to another worker; nothing recorded")]
+    LeaseLost { account: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -85,15 +89,16 @@ impl Error {
         matches!(self, Error::Api { source, .. } if source.is_transient()) || self.is_fenced()
     }
 
-    /// A cloud call was not sent because the consumer gave up the account's partition; the
-    /// event is left unrecorded for the partition's next owner.
+    /// The worker no longer holds the account (it gave up the partition, or its lease ran
+    /// out): a cloud call was not sent, or the bookkeeping not committed. The event is left
+    /// unrecorded for the account's next holder.
     pub fn is_fenced(&self) -> bool {
         matches!(
             self,
             Error::Api {
                 source: ApiError::Fenced,
                 ..
-            }
+            } | Error::LeaseLost { .. }
         )
     }
 

@@ -20,7 +20,7 @@ use tracing::{error, info, warn};
 
 use crate::apply::{Engine, Outcome};
 use crate::client::Fence;
-use crate::store::Position;
+use crate::store::{Grant, LeaseId, Position};
 use crate::{Error, Result};
 
 /// How the consumer runs.
@@ -79,7 +79,7 @@ const LEASE_POLL: Duration = Duration::from_millis(100);
 
 /// A worker run's hold on its account (see `consumer_account_leases`).
 struct AccountLease {
-    owner: String,
+    id: LeaseId,
     held: Option<Held>,
     /// Per partition, the account's next offset as the store said once the lease was taken:
     /// events queued before then may have been applied meanwhile by the lease's last holder.
@@ -91,6 +91,29 @@ struct Held {
     renew_at: Instant,
     /// No cloud call is sent from here on without a renewal.
     until: Instant,
+    /// A call still unanswered now is given up; the lease lasts a little longer still.
+    answers_by: Instant,
+}
+
+impl Held {
+    /// The lease asked for at `asked`, lasting `ttl`. It is renewed a third of the way in;
+    /// calls stop at three quarters and are given up at seven eighths, well before the lease
+    /// can have expired whatever the clocks of other members say.
+    fn asked_at(asked: Instant, ttl: Duration) -> Held {
+        Held {
+            renew_at: asked + ttl / 3,
+            until: asked + ttl * 3 / 4,
+            answers_by: asked + ttl * 7 / 8,
+        }
+    }
+
+    fn fence(&self, cancelled: &CancellationToken) -> Fence {
+        Fence {
+            cancelled: cancelled.clone(),
+            until: Some(self.until),
+            answers_by: Some(self.answers_by),
+        }
+    }
 }
 
 /// What this member knows of one assigned partition.
@@ -491,7 +514,10 @@ impl Inner {
     async fn worker(self: Arc<Self>, account: String) {
         let run = self.worker_runs.fetch_add(1, Ordering::Relaxed);
         let mut lease = AccountLease {
-            owner: format!("{}/{run}", self.member),
+            id: LeaseId {
+                group: self.options.group.clone(),
+                owner: format!("{}/{run}", self.member),
+            },
             held: None,
             next: HashMap::new(),
         };
@@ -522,31 +548,53 @@ impl Inner {
         }
         if lease.held.is_some() {
             let store = self.engine.store();
-            if let Err(e) = store
-                .release_lease(&self.options.group, &account, &lease.owner)
-                .await
-            {
+            if let Err(e) = store.release_lease(&lease.id, &account).await {
                 // It expires on its own; another member waits until then.
                 warn!(account, error = %e, "cannot give up the account's lease");
             }
         }
     }
 
-    /// The lease, renewed when due; until when cloud calls may be sent under it. None if the
-    /// work was abandoned while waiting for it.
+    /// The lease, renewed when due. None if the work was abandoned while waiting for it.
     async fn fresh_lease(
         &self,
         account: &str,
         lease: &mut AccountLease,
         abandoned: &CancellationToken,
-    ) -> Result<Option<Instant>> {
+    ) -> Result<Option<Held>> {
         if let Some(held) = lease.held.filter(|held| Instant::now() < held.renew_at) {
-            return Ok(Some(held.until));
+            return Ok(Some(held));
         }
         if !self.lease(account, lease, abandoned).await? {
             return Ok(None);
         }
-        Ok(lease.held.map(|held| held.until))
+        Ok(lease.held)
+    }
+
+    /// Whether the account's event at `offset` was applied already, per the store as it was
+    /// when this worker took the lease (the lease's last holder may have applied it after this
+    /// member queued it).
+    async fn applied_before(
+        &self,
+        key: &(String, i32),
+        account: &str,
+        offset: i64,
+        lease: &mut AccountLease,
+    ) -> Result<bool> {
+        let next = match lease.next.get(key) {
+            Some(&next) => next,
+            None => {
+                let next = self
+                    .engine
+                    .store()
+                    .account_position(&self.options.group, &key.0, key.1, account)
+                    .await?
+                    .unwrap_or(0);
+                lease.next.insert(key.clone(), next);
+                next
+            }
+        };
+        Ok(offset < next)
     }
 
     /// Takes or renews the account's lease; while another member holds it (a rebalance just
@@ -561,24 +609,18 @@ impl Inner {
         let ttl = self.options.lease_ttl;
         let store = self.engine.store();
         let mut waited = false;
-        if lease.held.is_none() {
-            lease.next.clear();
-        }
         loop {
             let asked = Instant::now();
-            if store
-                .try_lease(&self.options.group, account, &lease.owner, ttl)
-                .await?
-            {
+            let grant = store.try_lease(&lease.id, account, ttl).await?;
+            if grant != Grant::Elsewhere {
+                if grant == Grant::Taken {
+                    // Others may have applied the account's events since: read where it is.
+                    lease.next.clear();
+                }
                 if waited {
                     info!(account, "took over the account's lease");
                 }
-                // Renewed a third of the way in; calls stop well before it can have expired,
-                // whatever the clocks of other members say.
-                lease.held = Some(Held {
-                    renew_at: asked + ttl / 3,
-                    until: asked + ttl * 3 / 4,
-                });
+                lease.held = Some(Held::asked_at(asked, ttl));
                 return Ok(true);
             }
             if !waited {
@@ -661,31 +703,12 @@ impl Inner {
             ..
         } = work;
         let (generation, offset) = (*generation, message.offset());
+        // Waiting for the lease (another member may hold it) takes no applier.
         if self
             .fresh_lease(&event.account_id, lease, &work.fence)
             .await?
             .is_none()
         {
-            return Ok(());
-        }
-        let next = match lease.next.get(key) {
-            Some(&next) => next,
-            None => {
-                let next = self
-                    .engine
-                    .store()
-                    .account_position(&self.options.group, &key.0, key.1, &event.account_id)
-                    .await?
-                    .unwrap_or(0);
-                lease.next.insert(key.clone(), next);
-                next
-            }
-        };
-        if offset < next {
-            // Applied by the lease's last holder after this member queued it.
-            tracing::debug!(partition = key.1, offset, account = %event.account_id, "already applied per the store");
-            self.stats.already_applied.fetch_add(1, Ordering::Relaxed);
-            self.finish(key, offset, generation);
             return Ok(());
         }
         let Ok(_applier) = self.appliers.acquire().await else {
@@ -697,32 +720,48 @@ impl Inner {
         }
         let store = self.engine.store();
         let payload = message.payload().unwrap_or_default();
-        tracing::debug!(partition = key.1, offset, account = %event.account_id, kind = %event.kind, entity = %event.entity_type, key = %event.entity_id, "applying");
-        if store.parked_reason(&event.account_id).await?.is_some() {
-            // The account waits for an operator; its events are kept in order meanwhile.
-            let position = self.position(key, offset, self.watermark(key, offset, generation));
-            store
-                .hold(&event.account_id, payload, None, position)
-                .await?;
-            self.stats.held.fetch_add(1, Ordering::Relaxed);
-            self.finish(key, offset, generation);
-            return Ok(());
-        }
         loop {
-            let Some(until) = self
+            let Some(held) = self
                 .fresh_lease(&event.account_id, lease, &work.fence)
                 .await?
             else {
                 return Ok(());
             };
-            let fence = Fence {
-                cancelled: work.fence.clone(),
-                until: Some(until),
-            };
+            if self
+                .applied_before(key, &event.account_id, offset, lease)
+                .await?
+            {
+                tracing::debug!(partition = key.1, offset, account = %event.account_id, "already applied per the store");
+                self.stats.already_applied.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
             let position = self.position(key, offset, self.watermark(key, offset, generation));
+            if store.parked_reason(&event.account_id).await?.is_some() {
+                // The account waits for an operator; its events are kept in order meanwhile.
+                match store
+                    .hold(&event.account_id, payload, None, position, Some(&lease.id))
+                    .await
+                {
+                    Ok(()) => {
+                        self.stats.held.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(e) if e.is_fenced() => {
+                        lease.held = None;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            tracing::debug!(partition = key.1, offset, account = %event.account_id, kind = %event.kind, entity = %event.entity_type, key = %event.entity_id, "applying");
             match self
                 .engine
-                .apply_until(event, Some(position.clone()), &fence)
+                .apply_until(
+                    event,
+                    Some(position.clone()),
+                    &held.fence(&work.fence),
+                    &lease.id,
+                )
                 .await
             {
                 Ok(outcome) => {
@@ -735,7 +774,8 @@ impl Inner {
                         return Ok(());
                     }
                     if e.is_fenced() {
-                        // The lease is due for renewal before the next call: renew, go on.
+                        // The lease is due for renewal before the next call, or was lost:
+                        // renew or take it again, and see where the account is.
                         lease.held = None;
                         continue;
                     }
@@ -752,10 +792,25 @@ impl Inner {
                     error!(account = %event.account_id, event_id = %event.event_id, error = %e, "event cannot be applied; dead-lettered and the account parked");
                     let reason = e.to_string();
                     self.dead_letter(message, &reason).await?;
-                    store
-                        .hold(&event.account_id, payload, Some(&reason), position)
-                        .await?;
-                    break;
+                    match store
+                        .hold(
+                            &event.account_id,
+                            payload,
+                            Some(&reason),
+                            position,
+                            Some(&lease.id),
+                        )
+                        .await
+                    {
+                        Ok(()) => break,
+                        Err(e) if e.is_fenced() => {
+                            // The next holder applies the event again (and dead-letters it
+                            // again if it still fails).
+                            lease.held = None;
+                            continue;
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }
@@ -764,12 +819,25 @@ impl Inner {
     }
 
     /// Applies the held events of accounts an operator resumed, oldest first; an account whose
-    /// event fails again is parked again, one whose held events all applied is unparked.
+    /// event fails again is parked again, one whose held events all applied is unparked. Each
+    /// account is worked on under its lease, so no worker of any member applies or holds its
+    /// events meanwhile; an account whose lease is held elsewhere waits for the next round.
     async fn resume_parked(&self) -> Result<()> {
         let store = self.engine.store();
+        let ttl = self.options.lease_ttl;
+        let lease = LeaseId {
+            group: self.options.group.clone(),
+            owner: format!("{}/resume", self.member),
+        };
+        let never = CancellationToken::new();
         for account in store.resume_requested().await? {
             let mut stuck = false;
             for (seq, bytes) in store.held(&account).await? {
+                let asked = Instant::now();
+                if store.try_lease(&lease, &account, ttl).await? == Grant::Elsewhere {
+                    stuck = true;
+                    break;
+                }
                 let event = match self.codec.decode(&bytes) {
                     Ok(event) => event,
                     Err(e) => {
@@ -778,7 +846,8 @@ impl Inner {
                         continue;
                     }
                 };
-                match self.engine.apply(&event, None).await {
+                let fence = Held::asked_at(asked, ttl).fence(&never);
+                match self.engine.apply_until(&event, None, &fence, &lease).await {
                     Ok(outcome) => {
                         self.record(&event, outcome);
                         store.release(&account, seq).await?;
@@ -799,6 +868,7 @@ impl Inner {
             if !stuck && store.unpark(&account).await? {
                 info!(account, "account resumed");
             }
+            store.release_lease(&lease, &account).await?;
         }
         Ok(())
     }

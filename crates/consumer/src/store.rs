@@ -56,6 +56,27 @@ pub struct Bookkeeping {
     /// snapshot id).
     pub seen: Vec<(String, String, String)>,
     pub position: Option<Position>,
+    /// The lease the event was applied under: the commit fails with [`Error::LeaseLost`]
+    /// unless it is still held.
+    pub lease: Option<LeaseId>,
+}
+
+/// One worker run's name in a consumer group's account leases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseId {
+    pub group: String,
+    pub owner: String,
+}
+
+/// What became of a request for an account's lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    /// Held on without a break: nobody else can have applied the account's events meanwhile.
+    Renewed,
+    /// Taken afresh: other workers may have applied its events since this one last held it.
+    Taken,
+    /// Another worker holds it.
+    Elsewhere,
 }
 
 fn with_create(url: &str) -> String {
@@ -184,8 +205,12 @@ impl Store {
         payload: &[u8],
         reason: Option<&str>,
         position: Position,
+        lease: Option<&LeaseId>,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        if let Some(lease) = lease {
+            check_lease(&mut tx, account, lease).await?;
+        }
         if let Some(reason) = reason {
             sqlx::query(
                 "INSERT INTO consumer_accounts (account, parked_reason, resume_requested) \
@@ -387,47 +412,54 @@ impl Store {
         Ok(row.map(|(o,)| o))
     }
 
-    /// Takes or renews `account`'s lease for `owner` until `ttl` from now; false while another
-    /// owner holds it and it has not expired.
+    /// Takes or renews `account`'s lease for `lease.owner` until `ttl` from now.
     pub async fn try_lease(
         &self,
-        group: &str,
+        lease: &LeaseId,
         account: &str,
-        owner: &str,
         ttl: std::time::Duration,
-    ) -> Result<bool> {
+    ) -> Result<Grant> {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or_default();
-        let taken = sqlx::query(
-            "INSERT INTO consumer_account_leases (consumer_group, account, owner, expires_at) \
-             VALUES ($1, $2, $3, $4) \
+        // A renewal keeps `taken_at`; a take sets it to now.
+        let taken_at: Option<(i64,)> = sqlx::query_as(
+            "INSERT INTO consumer_account_leases \
+             (consumer_group, account, owner, expires_at, taken_at) \
+             VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (consumer_group, account) DO UPDATE SET \
-             owner = excluded.owner, expires_at = excluded.expires_at \
+             owner = excluded.owner, expires_at = excluded.expires_at, \
+             taken_at = CASE WHEN consumer_account_leases.owner = excluded.owner \
+             AND consumer_account_leases.expires_at >= excluded.taken_at \
+             THEN consumer_account_leases.taken_at ELSE excluded.taken_at END \
              WHERE consumer_account_leases.owner = excluded.owner \
-             OR consumer_account_leases.expires_at < $5",
+             OR consumer_account_leases.expires_at < excluded.taken_at \
+             RETURNING taken_at",
         )
-        .bind(group)
+        .bind(&lease.group)
         .bind(account)
-        .bind(owner)
+        .bind(&lease.owner)
         .bind(now + ttl.as_millis() as i64)
         .bind(now)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(taken == 1)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match taken_at {
+            None => Grant::Elsewhere,
+            Some((at,)) if at == now => Grant::Taken,
+            Some(_) => Grant::Renewed,
+        })
     }
 
-    /// Gives `account`'s lease up, if `owner` still holds it.
-    pub async fn release_lease(&self, group: &str, account: &str, owner: &str) -> Result<()> {
+    /// Gives `account`'s lease up, if `lease.owner` still holds it.
+    pub async fn release_lease(&self, lease: &LeaseId, account: &str) -> Result<()> {
         sqlx::query(
             "DELETE FROM consumer_account_leases \
              WHERE consumer_group = $1 AND account = $2 AND owner = $3",
         )
-        .bind(group)
+        .bind(&lease.group)
         .bind(account)
-        .bind(owner)
+        .bind(&lease.owner)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -436,6 +468,9 @@ impl Store {
     /// Writes an event's bookkeeping and its positions in one transaction.
     pub async fn commit(&self, account: &str, book: &Bookkeeping) -> Result<()> {
         let mut tx = self.pool.begin().await?;
+        if let Some(lease) = &book.lease {
+            check_lease(&mut tx, account, lease).await?;
+        }
         for (entity_type, entity_id, row) in &book.mirror {
             let data = row.data.as_ref().map(serde_json::to_string).transpose()?;
             sqlx::query(
@@ -531,6 +566,29 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// Fails with [`Error::LeaseLost`] unless `lease` still holds `account`. The check locks the
+/// lease's row until the transaction ends, so a take by another worker waits for this commit
+/// and then reads positions that include it.
+async fn check_lease(conn: &mut sqlx::AnyConnection, account: &str, lease: &LeaseId) -> Result<()> {
+    let held = sqlx::query(
+        "UPDATE consumer_account_leases SET owner = owner \
+         WHERE consumer_group = $1 AND account = $2 AND owner = $3",
+    )
+    .bind(&lease.group)
+    .bind(account)
+    .bind(&lease.owner)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if held == 1 {
+        Ok(())
+    } else {
+        Err(Error::LeaseLost {
+            account: account.to_owned(),
+        })
     }
 }
 

@@ -196,9 +196,24 @@ impl Producer {
         event
     }
 
+    /// Publishes one account's events, raising the account's published mark first when they
+    /// go above it.
     async fn publish(&self, events: &[ChangeEvent]) -> Result<()> {
-        if events.is_empty() {
+        let Some(first) = events.first() else {
             return Ok(());
+        };
+        let (account, epoch) = (first.account_id.as_str(), first.epoch);
+        let version = events.iter().map(|e| e.version).max().unwrap_or(0);
+        let raised = self
+            .published
+            .lock()
+            .ok()
+            .and_then(|marks| marks.get(account).copied());
+        if raised.is_none_or(|(e, v)| e != epoch || v < version) {
+            self.store.raise_published(account, epoch, version).await?;
+            if let Ok(mut marks) = self.published.lock() {
+                marks.insert(account.to_owned(), (epoch, version));
+            }
         }
         self.publisher.publish(events).await?;
         self.stats
@@ -337,13 +352,14 @@ impl Producer {
                 self.row_event(account, kind, &table.name, row, state.epoch, detected_at)
             })
             .collect();
-        // A delete happened after the last version seen of its row, and before `upto`.
+        // A delete happened after the last version published of its row, and before `upto`.
+        let floor = state.published_in(state.epoch);
         events.extend(deleted.iter().map(|(key, version)| {
             self.event(
                 account,
                 Kind::Deleted,
                 (&table.name, key),
-                (state.epoch, upto.max(*version)),
+                (state.epoch, upto.max(*version).max(floor)),
                 detected_at,
             )
         }));
@@ -619,12 +635,14 @@ impl Producer {
             }
             let mut gone: Vec<(String, i64)> = manifest.into_iter().collect();
             gone.sort();
+            // An earlier try of this reconcile may have published in the new epoch already.
+            let floor = state.published_in(state.epoch);
             events.extend(gone.iter().map(|(key, _)| {
                 self.event(
                     account,
                     Kind::Deleted,
                     (&table.name, key),
-                    (state.epoch, upto),
+                    (state.epoch, upto.max(floor)),
                     detected_at,
                 )
             }));
@@ -777,6 +795,7 @@ impl Producer {
                 .filter(|(k, v)| !seen.contains(k) && *v <= upto)
                 .collect();
             if !gone.is_empty() {
+                let floor = self.store.account(account).await?.published_in(state.epoch);
                 let events: Vec<ChangeEvent> = gone
                     .iter()
                     .map(|(key, version)| {
@@ -784,7 +803,7 @@ impl Producer {
                             account,
                             Kind::Deleted,
                             (&table.name, key),
-                            (state.epoch, upto.max(*version)),
+                            (state.epoch, upto.max(*version).max(floor)),
                             detected_at,
                         );
                         event.snapshot_id = Some(snapshot_id.to_owned());

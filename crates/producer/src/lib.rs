@@ -157,6 +157,9 @@ pub struct Producer {
     /// This instance's name in account leases.
     owner: String,
     notify_channel: Option<(String, String)>,
+    /// Per account, the published mark (epoch, version) this instance last raised it to; a
+    /// batch at or below it needs no raise.
+    published: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
 }
 
 pub fn now_millis() -> i64 {
@@ -201,6 +204,7 @@ impl Producer {
             stats: Arc::default(),
             owner,
             notify_channel,
+            published: Default::default(),
         })
     }
 

@@ -28,6 +28,20 @@ pub struct AccountState {
     pub identity: Option<String>,
     /// When the differencing check last ran (epoch millis).
     pub deletes_checked_at: i64,
+    /// (epoch, version): the highest version published in that epoch, checkpointed or not.
+    pub published: (i64, i64),
+}
+
+impl AccountState {
+    /// The highest version published in `epoch` (0 if none is known): a delete must carry at
+    /// least this, or consumers may order it before a version of its row they have seen.
+    pub fn published_in(&self, epoch: i64) -> i64 {
+        if self.published.0 == epoch {
+            self.published.1
+        } else {
+            0
+        }
+    }
 }
 
 /// What one published batch changes in a table's checkpoint.
@@ -189,23 +203,54 @@ impl Store {
 
     pub async fn account(&self, account: &str) -> Result<AccountState> {
         self.count(1);
-        let row: Option<(i64, i64, Option<String>, i64)> = sqlx::query_as(
-            "SELECT epoch, enrolled, identity, deletes_checked_at FROM producer_accounts \
-             WHERE account = $1",
+        type Columns = (i64, i64, Option<String>, i64, i64, i64);
+        let row: Option<Columns> = sqlx::query_as(
+            "SELECT epoch, enrolled, identity, deletes_checked_at, published_epoch, \
+             published_max FROM producer_accounts WHERE account = $1",
         )
         .bind(account)
         .fetch_optional(&self.pool)
         .await?;
         Ok(row
             .map(
-                |(epoch, enrolled, identity, deletes_checked_at)| AccountState {
+                |(
                     epoch,
-                    enrolled: enrolled != 0,
+                    enrolled,
                     identity,
                     deletes_checked_at,
+                    published_epoch,
+                    published_max,
+                )| {
+                    AccountState {
+                        epoch,
+                        enrolled: enrolled != 0,
+                        identity,
+                        deletes_checked_at,
+                        published: (published_epoch, published_max),
+                    }
                 },
             )
             .unwrap_or_default())
+    }
+
+    /// Records that versions up to `version` of `epoch` are about to be published: the mark
+    /// only rises within an epoch, and a later epoch starts it afresh.
+    pub async fn raise_published(&self, account: &str, epoch: i64, version: i64) -> Result<()> {
+        self.count(1);
+        sqlx::query(
+            "INSERT INTO producer_accounts (account, epoch, published_epoch, published_max) \
+             VALUES ($1, $2, $2, $3) ON CONFLICT (account) DO UPDATE SET \
+             published_max = CASE WHEN producer_accounts.published_epoch = $2 \
+             AND producer_accounts.published_max > $3 \
+             THEN producer_accounts.published_max ELSE $3 END, published_epoch = $2 \
+             WHERE producer_accounts.published_epoch <= $2",
+        )
+        .bind(account)
+        .bind(epoch)
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     pub async fn set_account(&self, account: &str, state: &AccountState) -> Result<()> {
