@@ -8,13 +8,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
-use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, StreamConsumer};
 use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::TopicPartitionList;
 use tandem_cli::demo::domain;
 use tandem_consumer::mapping::Mapping;
 use tandem_consumer::{
-    CloudClient, Consumer, Engine, Fence, Grant, LeaseId, Position, Stats, Store,
+    Bookkeeping, CloudClient, Consumer, Engine, Fence, Grant, LeaseId, Position, Stats, Store,
 };
 use tandem_event::{ChangeEvent, Codec, Kind, Row, Value};
 use tandem_producer::Publisher;
@@ -503,6 +505,70 @@ async fn a_worker_that_lost_its_lease_records_nothing() -> anyhow::Result<()> {
     // take, so it reads where the account is before it applies anything.
     store.release_lease(&second, "acme").await?;
     ensure!(store.try_lease(&first, "acme", short).await? == Grant::Taken);
+    cloud.stop().await?;
+    db.drop().await
+}
+
+/// Kafka's committed offset can lie inside a record batch (the producer sends many events in
+/// one), and some brokers (Tansu 0.6) then deliver the partition from the next batch on. The
+/// consumer must still apply every event from the store's position on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_position_inside_a_record_batch_loses_no_event() -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("warn,tandem_consumer=debug")
+        .with_test_writer()
+        .try_init();
+    let brokers = brokers()?;
+    let topic = topic(&brokers, 1).await?;
+    let db = PgDatabase::create().await?;
+    let cloud = Cloud::start(Default::default()).await?;
+    let group = unique("group");
+    // Five events sent at once travel in one record batch.
+    let publisher = Publisher::connect(&brokers, &topic, Codec::default(), &[]).await?;
+    let events: Vec<ChangeEvent> = (1..=5)
+        .map(|i| contact("acme", i, i, "a@example.com"))
+        .collect();
+    publisher.publish(&events).await?;
+
+    // The first two were applied before, per the store, and Kafka's committed offset is 2.
+    let store = Store::open(&db.url).await?;
+    let position = Position {
+        group: group.clone(),
+        topic: topic.clone(),
+        partition: 0,
+        next_offset: 2,
+        watermark: 2,
+    };
+    let book = Bookkeeping {
+        position: Some(position),
+        ..Bookkeeping::default()
+    };
+    store.commit("acme", &book).await?;
+    let committer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", &group)
+        .create()?;
+    let mut offsets = TopicPartitionList::new();
+    offsets.add_partition_offset(&topic, 0, rdkafka::Offset::Offset(2))?;
+    committer.commit(&offsets, CommitMode::Sync)?;
+    drop(committer);
+
+    let consumer = start(&brokers, &topic, &group, &db.url, &cloud.url).await?;
+    consumer
+        .until("the last three applied", |s| {
+            s.applied.load(Ordering::Relaxed) == 3
+        })
+        .await?;
+    consumer.stop().await?;
+    let client = CloudClient::new(&cloud.url, Duration::from_secs(5), 1);
+    let mut refs: Vec<String> = client
+        .list("acme", "contacts")
+        .await?
+        .iter()
+        .filter_map(|c| c["external_ref"].as_str().map(str::to_owned))
+        .collect();
+    refs.sort();
+    ensure!(refs == ["3", "4", "5"], "{refs:?}");
     cloud.stop().await?;
     db.drop().await
 }

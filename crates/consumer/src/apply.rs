@@ -308,6 +308,7 @@ impl Session<'_> {
         doc: &Map<String, Json>,
     ) -> std::result::Result<String, ApiError> {
         let (client, account) = (&self.client, self.account());
+        tracing::debug!(account, resource = %resource.name, root_key, ?root_at, "creating");
         match self.engine.create_mode {
             CreateMode::IdempotencyKey => {
                 let key = idempotency_key(account, &resource.name, root_key, root_at);

@@ -44,6 +44,10 @@ pub struct AuditEntry {
     pub id: String,
     pub op: String,
     pub external_ref: Option<String>,
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+    #[serde(default)]
+    pub at_ms: i64,
 }
 
 #[derive(Debug, Clone)]

@@ -127,9 +127,36 @@ struct Partition {
     stored: i64,
     /// Per account: the next offset to apply, as the store said on first sight.
     accounts: HashMap<String, i64>,
+    /// Whether a message at or below `stored` came in since the assignment (see
+    /// [`Inner::rewind`]).
+    started: bool,
+    /// Where the last rewind sought to.
+    rewound_to: Option<i64>,
 }
 
+/// How far back the first rewind of a partition seeks; each further one seeks twice as far.
+const FIRST_REWIND: i64 = 64;
+
 impl Partition {
+    /// Where to seek back to when `offset`, the first message since the assignment, lies
+    /// beyond the store's position; None once the partition started at or below it.
+    fn rewind(&mut self, offset: i64) -> Option<i64> {
+        if self.started {
+            return None;
+        }
+        // From offset 0 on there is nothing earlier to read: the log starts later.
+        if offset <= self.stored || self.rewound_to == Some(0) {
+            self.started = true;
+            return None;
+        }
+        let back = self
+            .rewound_to
+            .map_or(FIRST_REWIND, |to| (self.stored - to).max(FIRST_REWIND) * 2);
+        let target = (self.stored - back).max(0);
+        self.rewound_to = Some(target);
+        Some(target)
+    }
+
     /// The partition's position once `done` (if given) is durable: the lowest offset still
     /// pending, else one past the highest received.
     fn watermark(&self, done: Option<i64>) -> i64 {
@@ -161,6 +188,9 @@ struct Tracker {
     generation: u64,
     fence: CancellationToken,
     partitions: HashMap<(String, i32), Partition>,
+    /// Assigned partitions whose first message at or below the store's position has not come
+    /// yet: when they were assigned or last sought back, and how many times they were.
+    unstarted: HashMap<(String, i32), (Instant, u32)>,
     /// Accounts with a worker running, and what waits in their queue.
     queues: HashMap<String, VecDeque<Work>>,
 }
@@ -171,8 +201,13 @@ impl Tracker {
         self.fence.cancel();
         self.fence = CancellationToken::new();
         self.partitions.clear();
+        self.unstarted.clear();
     }
 }
+
+/// How long an assigned partition may deliver nothing, while the broker holds events beyond
+/// the store's position, before it is sought back; doubled after each seek, up to a minute.
+const FIRST_PROBE: Duration = Duration::from_secs(2);
 
 type Shared = Arc<Mutex<Tracker>>;
 
@@ -199,7 +234,15 @@ impl ConsumerContext for Context {
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
         }
         // Positions are read afresh from the store: another member may have moved them on.
-        lock(&self.tracker).abandon();
+        let mut tracker = lock(&self.tracker);
+        tracker.abandon();
+        if let Rebalance::Assign(tpl) = rebalance {
+            let now = Instant::now();
+            for e in tpl.elements() {
+                let key = (e.topic().to_owned(), e.partition());
+                tracker.unstarted.insert(key, (now, 0));
+            }
+        }
     }
 }
 
@@ -360,6 +403,7 @@ impl Consumer {
                 _ = shutdown.cancelled() => break,
                 _ = inner.failed.cancelled() => break,
                 _ = resumes.tick() => {
+                    inner.probe().await?;
                     inner.resume_parked().await?;
                     continue;
                 }
@@ -415,8 +459,115 @@ impl Inner {
                 next: stored,
                 stored,
                 accounts: HashMap::new(),
+                started: false,
+                rewound_to: None,
             });
         Ok((generation, p.stored))
+    }
+
+    /// Whether `offset`, just received, must be dropped because the partition is read again
+    /// from earlier. A partition must be delivered from at or below the store's position, or
+    /// the events in between are missed: the committed Kafka offset can lie inside a record
+    /// batch, and some brokers (Tansu 0.6) then fetch from the next batch on, skipping the
+    /// rest of that one. When the first message since the assignment lies beyond the store's
+    /// position, the partition is sought back (further each time) until one does not.
+    fn rewind(&self, key: &(String, i32), offset: i64, generation: u64) -> bool {
+        let (target, stored) = {
+            let mut tracker = lock(&self.tracker);
+            if tracker.generation != generation {
+                return false;
+            }
+            let Some(p) = tracker.partitions.get_mut(key) else {
+                return false;
+            };
+            let rewind = p.rewind(offset);
+            let stored = p.stored;
+            match rewind {
+                Some(target) => (target, stored),
+                None => {
+                    tracker.unstarted.remove(key);
+                    return false;
+                }
+            }
+        };
+        warn!(
+            partition = key.1,
+            offset,
+            position = stored,
+            target,
+            "the broker delivered the partition from beyond the store's position; reading it again from earlier"
+        );
+        self.seek_back(key, target);
+        true
+    }
+
+    /// Seeks a partition back to `target` and restarts its probe clock.
+    fn seek_back(&self, key: &(String, i32), target: i64) {
+        let sought = self.consumer.seek(
+            &key.0,
+            key.1,
+            Offset::Offset(target),
+            Duration::from_secs(10),
+        );
+        let mut tracker = lock(&self.tracker);
+        if let Err(e) = sought {
+            // The partition's next message, or its next probe, tries again.
+            warn!(partition = key.1, error = %e, "cannot seek the partition back");
+            if let Some(p) = tracker.partitions.get_mut(key) {
+                p.rewound_to = None;
+            }
+        }
+        if let Some((since, seeks)) = tracker.unstarted.get_mut(key) {
+            *since = Instant::now();
+            *seeks += 1;
+        }
+    }
+
+    /// Seeks back the assigned partitions that delivered nothing for a while: the record
+    /// batch the store's position lies in may be the partition's last, and then no later
+    /// message shows the gap (see [`Inner::rewind`]). The broker's end offset cannot tell
+    /// (Tansu 0.6 reports the start of the last batch), so a quiet partition is read again
+    /// from a little earlier: what is below the position is skipped, and the first message at
+    /// or below it shows the partition is read from where it must be.
+    async fn probe(&self) -> Result<()> {
+        let due: Vec<((String, i32), u64)> = {
+            let tracker = lock(&self.tracker);
+            tracker
+                .unstarted
+                .iter()
+                .filter(|(_, (since, seeks))| {
+                    since.elapsed() >= FIRST_PROBE * 2u32.saturating_pow((*seeks).min(5))
+                })
+                .map(|(key, _)| (key.clone(), tracker.generation))
+                .collect()
+        };
+        for (key, generation) in due {
+            let (now, stored) = self.partition_next(&key).await?;
+            if now != generation {
+                continue;
+            }
+            let target = {
+                let mut tracker = lock(&self.tracker);
+                let Some(p) = tracker.partitions.get_mut(&key) else {
+                    continue;
+                };
+                match p.rewind(p.stored + 1) {
+                    Some(target) => target,
+                    None => {
+                        tracker.unstarted.remove(&key);
+                        continue;
+                    }
+                }
+            };
+            tracing::debug!(
+                partition = key.1,
+                position = stored,
+                target,
+                "nothing of the partition came; reading it again from a little earlier"
+            );
+            self.seek_back(&key, target);
+        }
+        Ok(())
     }
 
     /// Where `account` continues in a partition, per the store (read once per assignment).
@@ -450,6 +601,9 @@ impl Inner {
         let key = (message.topic().to_owned(), message.partition());
         let offset = message.offset();
         let (generation, stored) = self.partition_next(&key).await?;
+        if self.rewind(&key, offset, generation) {
+            return Ok(());
+        }
         let below = |tracker: &mut Tracker| {
             if let Some(p) = tracker.partitions.get_mut(&key) {
                 p.next = p.next.max(offset + 1);
@@ -615,6 +769,7 @@ impl Inner {
             if grant != Grant::Elsewhere {
                 if grant == Grant::Taken {
                     // Others may have applied the account's events since: read where it is.
+                    tracing::debug!(account, owner = %lease.id.owner, "took the account's lease");
                     lease.next.clear();
                 }
                 if waited {
@@ -931,5 +1086,49 @@ impl Inner {
             "dead-lettered"
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(stored: i64) -> Partition {
+        Partition {
+            pending: BTreeSet::new(),
+            next: stored,
+            stored,
+            accounts: HashMap::new(),
+            started: false,
+            rewound_to: None,
+        }
+    }
+
+    #[test]
+    fn a_partition_delivered_from_beyond_its_position_is_sought_back_further_each_time() {
+        let mut p = partition(1000);
+        assert_eq!(p.rewind(1005), Some(936));
+        assert_eq!(p.rewind(1005), Some(872));
+        assert_eq!(p.rewind(1005), Some(744));
+        // A message at or below the position: the partition has started, and later messages
+        // are taken as they come.
+        assert_eq!(p.rewind(990), None);
+        assert_eq!(p.rewind(2000), None);
+    }
+
+    #[test]
+    fn a_partition_delivered_from_its_position_or_before_is_taken_as_it_comes() {
+        let mut p = partition(1000);
+        assert_eq!(p.rewind(1000), None);
+        let mut q = partition(1000);
+        assert_eq!(q.rewind(12), None);
+    }
+
+    #[test]
+    fn a_log_that_starts_beyond_the_position_is_read_from_its_start() {
+        let mut p = partition(10);
+        assert_eq!(p.rewind(50), Some(0));
+        // Offset 0 was asked for and 50 came: nothing earlier exists.
+        assert_eq!(p.rewind(50), None);
     }
 }
