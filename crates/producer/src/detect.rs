@@ -75,6 +75,9 @@ impl Producer {
             return Ok(published);
         }
         let mut published = 0;
+        if state.unsettled {
+            published += self.settle(account, &state, upto).await?;
+        }
         for table in self.legacy.tables() {
             match self.scan(account, &state, table, upto, bounds).await? {
                 Ok(n) => published += n,
@@ -112,6 +115,57 @@ impl Producer {
             }
             state.deletes_checked_at = now_millis();
             self.store.set_account(account, &state).await?;
+        }
+        Ok(published)
+    }
+
+    /// Deals with keys published as created whose checkpoint did not land (the last holder of
+    /// the lease was killed in between). Consumers may have those rows while the manifest
+    /// lacks them, so the differencing check would never report them deleted: a row that is
+    /// gone now is published as deleted here. A row still there has a version above the
+    /// high-water mark (its checkpoint moved nothing), so the version scan publishes it again.
+    async fn settle(&self, account: &str, state: &AccountState, upto: i64) -> Result<u64> {
+        let floor = state.published_in(state.epoch);
+        let mut published = 0;
+        for table in self.legacy.tables() {
+            let unsettled = self.store.unsettled(account, &table.name).await?;
+            let Some(since) = unsettled.iter().map(|(_, v)| *v).min() else {
+                continue;
+            };
+            // A row that still exists has a version at least the one published.
+            let present: HashSet<String> = self
+                .legacy
+                .key_versions_in(account, &table.name, &[(since, i64::MAX)])
+                .await?
+                .into_iter()
+                .map(|(key, _)| key)
+                .collect();
+            let keys: Vec<&str> = unsettled.iter().map(|(k, _)| k.as_str()).collect();
+            let known = self
+                .store
+                .manifest_versions(account, &table.name, &keys)
+                .await?;
+            let detected_at = now_millis();
+            let events: Vec<ChangeEvent> = unsettled
+                .iter()
+                .filter(|(key, _)| !present.contains(key) && !known.contains_key(key))
+                .map(|(key, version)| {
+                    self.event(
+                        account,
+                        Kind::Deleted,
+                        (&table.name, key),
+                        (state.epoch, upto.max(*version).max(floor)),
+                        detected_at,
+                    )
+                })
+                .collect();
+            self.publish(&events).await?;
+            let keys: Vec<String> = unsettled.into_iter().map(|(key, _)| key).collect();
+            self.store.settle(account, &table.name, &keys).await?;
+            if !events.is_empty() {
+                info!(account, table = %table.name, deleted = events.len(), "published deletes of rows created before a lost checkpoint");
+            }
+            published += events.len() as u64;
         }
         Ok(published)
     }
@@ -196,13 +250,22 @@ impl Producer {
         event
     }
 
-    /// Publishes one account's events, raising the account's published mark first when they
-    /// go above it.
+    /// Publishes one account's events. Before they go out, the account's published mark is
+    /// raised when they go above it, and keys published as created are recorded as unsettled
+    /// until their checkpoint.
     async fn publish(&self, events: &[ChangeEvent]) -> Result<()> {
         let Some(first) = events.first() else {
             return Ok(());
         };
         let (account, epoch) = (first.account_id.as_str(), first.epoch);
+        let created: Vec<(&str, &str, i64)> = events
+            .iter()
+            .filter(|e| e.kind == Kind::Created)
+            .map(|e| (e.entity_type.as_str(), e.entity_id.as_str(), e.version))
+            .collect();
+        if !created.is_empty() {
+            self.store.unsettle(account, &created).await?;
+        }
         let version = events.iter().map(|e| e.version).max().unwrap_or(0);
         let raised = self
             .published
@@ -285,10 +348,12 @@ impl Producer {
             }
             self.publish(&events).await?;
             new_high_water = new_high_water.max(last);
+            let created = created_keys(&events);
             let advance = Advance {
                 upserts: &upserts,
                 deletes: &[],
                 high_water: Some(new_high_water),
+                created: &created,
             };
             self.store
                 .advance(account, &table.name, advance, self.lease())
@@ -369,10 +434,12 @@ impl Producer {
             .map(|r| (r.entity_id.clone(), r.version))
             .collect();
         let deletes: Vec<String> = deleted.iter().map(|(k, _)| k.clone()).collect();
+        let created = created_keys(&events);
         let advance = Advance {
             upserts: &upserts,
             deletes: &deletes,
             high_water: None,
+            created: &created,
         };
         self.store
             .advance(account, &table.name, advance, self.lease())
@@ -611,11 +678,13 @@ impl Producer {
         let mut checkpoints = Vec::new();
         for table in self.legacy.tables() {
             let rows = self.legacy.all_rows(account, &table.name).await?;
+            // Keys published as created before a lost checkpoint count as published too.
             let mut manifest: HashMap<String, i64> = self
                 .store
-                .manifest_all(account, &table.name)
+                .unsettled(account, &table.name)
                 .await?
                 .into_iter()
+                .chain(self.store.manifest_all(account, &table.name).await?)
                 .collect();
             let mut rows: Vec<&LegacyRow> = rows.iter().collect();
             rows.sort_by_key(|r| r.version);
@@ -772,10 +841,12 @@ impl Producer {
                     .map(|r| (r.entity_id.clone(), r.version))
                     .collect();
                 seen.extend(upserts.iter().map(|(k, _)| k.clone()));
+                let created = created_keys(&events);
                 let advance = Advance {
                     upserts: &upserts,
                     deletes: &[],
                     high_water: Some(high_water.max(last)),
+                    created: &created,
                 };
                 self.store
                     .advance(account, &table.name, advance, self.lease())
@@ -816,6 +887,7 @@ impl Producer {
                     upserts: &[],
                     deletes: &deletes,
                     high_water: None,
+                    created: &[],
                 };
                 self.store
                     .advance(account, &table.name, advance, self.lease())
@@ -852,6 +924,15 @@ struct TopRange {
 /// The first level's ranges over `[0, top)`, cut at part boundaries so each range's manifest
 /// summary is exact, each holding about [`TOP_RANGE_ROWS`] entries. Ranges with no entries are
 /// merged into their neighbours; the last one ends at `top`.
+/// The keys of the events published as created.
+fn created_keys(events: &[ChangeEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|e| e.kind == Kind::Created)
+        .map(|e| e.entity_id.clone())
+        .collect()
+}
+
 fn top_ranges(parts: &BTreeMap<i64, (i64, i64)>, top: i64) -> Vec<TopRange> {
     let total: i64 = parts.values().map(|p| p.0).sum();
     let target = TOP_RANGE_ROWS.max(total / TOP_RANGES);

@@ -30,6 +30,9 @@ pub struct AccountState {
     pub deletes_checked_at: i64,
     /// (epoch, version): the highest version published in that epoch, checkpointed or not.
     pub published: (i64, i64),
+    /// Keys were published as created and their checkpoint did not land (see
+    /// [`Store::unsettled`]).
+    pub unsettled: bool,
 }
 
 impl AccountState {
@@ -53,6 +56,8 @@ pub struct Advance<'a> {
     pub deletes: &'a [String],
     /// The new high-water mark, if it moves.
     pub high_water: Option<i64>,
+    /// Keys published as created in this batch: their checkpoint settles them.
+    pub created: &'a [String],
 }
 
 /// Width, in versions, of the parts the manifest is counted in (`producer_manifest_parts`;
@@ -71,6 +76,30 @@ pub(crate) fn ranges_cte(ranges: impl Iterator<Item = (i64, i64, i64)>) -> Strin
         .collect::<Vec<_>>()
         .join(", ");
     format!("WITH tandem_ranges (tandem_lo, tandem_hi, tandem_width) AS (VALUES {values})")
+}
+
+async fn settle(
+    conn: &mut sqlx::AnyConnection,
+    account: &str,
+    table: &str,
+    keys: &[&str],
+) -> Result<()> {
+    for chunk in keys.chunks(500) {
+        let placeholders = (0..chunk.len())
+            .map(|i| format!("${}", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "DELETE FROM producer_unsettled \
+             WHERE account = $1 AND entity_type = $2 AND entity_id IN ({placeholders})"
+        );
+        let mut query = sqlx::query(&sql).bind(account).bind(table);
+        for key in chunk {
+            query = query.bind(*key);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 async fn versions_of(
@@ -203,10 +232,12 @@ impl Store {
 
     pub async fn account(&self, account: &str) -> Result<AccountState> {
         self.count(1);
-        type Columns = (i64, i64, Option<String>, i64, i64, i64);
+        type Columns = (i64, i64, Option<String>, i64, i64, i64, i64);
         let row: Option<Columns> = sqlx::query_as(
             "SELECT epoch, enrolled, identity, deletes_checked_at, published_epoch, \
-             published_max FROM producer_accounts WHERE account = $1",
+             published_max, CASE WHEN EXISTS (SELECT 1 FROM producer_unsettled u \
+             WHERE u.account = a.account) THEN 1 ELSE 0 END \
+             FROM producer_accounts a WHERE account = $1",
         )
         .bind(account)
         .fetch_optional(&self.pool)
@@ -220,6 +251,7 @@ impl Store {
                     deletes_checked_at,
                     published_epoch,
                     published_max,
+                    unsettled,
                 )| {
                     AccountState {
                         epoch,
@@ -227,6 +259,7 @@ impl Store {
                         identity,
                         deletes_checked_at,
                         published: (published_epoch, published_max),
+                        unsettled: unsettled != 0,
                     }
                 },
             )
@@ -251,6 +284,50 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Records keys about to be published as created: (table, key, version).
+    pub async fn unsettle(&self, account: &str, created: &[(&str, &str, i64)]) -> Result<()> {
+        for chunk in created.chunks(200) {
+            self.count(1);
+            let values = (0..chunk.len())
+                .map(|i| format!("($1, ${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO producer_unsettled (account, entity_type, entity_id, version) \
+                 VALUES {values} ON CONFLICT (account, entity_type, entity_id) \
+                 DO UPDATE SET version = excluded.version"
+            );
+            let mut query = sqlx::query(&sql).bind(account);
+            for (table, key, version) in chunk {
+                query = query.bind(*table).bind(*key).bind(*version);
+            }
+            query.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// Keys of `table` published as created whose checkpoint did not land, with the version
+    /// published.
+    pub async fn unsettled(&self, account: &str, table: &str) -> Result<Vec<(String, i64)>> {
+        self.count(1);
+        Ok(sqlx::query_as(
+            "SELECT entity_id, version FROM producer_unsettled \
+             WHERE account = $1 AND entity_type = $2",
+        )
+        .bind(account)
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Forgets unsettled keys of `table`: their rows were dealt with.
+    pub async fn settle(&self, account: &str, table: &str, keys: &[String]) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.count(keys.len().div_ceil(500) as u64);
+        settle(&mut conn, account, table, &keys).await
     }
 
     pub async fn set_account(&self, account: &str, state: &AccountState) -> Result<()> {
@@ -494,6 +571,9 @@ impl Store {
             statements += 1;
             set_high_water(&mut tx, account, table, high_water).await?;
         }
+        let created: Vec<&str> = change.created.iter().map(String::as_str).collect();
+        statements += created.len().div_ceil(500) as u64;
+        settle(&mut tx, account, table, &created).await?;
         tx.commit().await?;
         self.count(statements);
         Ok(())
@@ -512,11 +592,12 @@ impl Store {
         let mut statements = 1;
         set_account(&mut tx, account, state).await?;
         for (table, entries, high_water) in tables {
-            statements += 5 + entries.len() as u64;
+            statements += 6 + entries.len() as u64;
             for sql in [
                 "DELETE FROM producer_manifest WHERE account = $1 AND entity_type = $2",
                 "DELETE FROM producer_manifest_parts WHERE account = $1 AND entity_type = $2",
                 "DELETE FROM producer_inflight WHERE account = $1 AND entity_type = $2",
+                "DELETE FROM producer_unsettled WHERE account = $1 AND entity_type = $2",
             ] {
                 sqlx::query(sql)
                     .bind(account)
