@@ -77,6 +77,24 @@ pub struct WorkloadArgs {
 }
 
 /// A librdkafka property, `key=value`.
+/// A count that must be at least 1.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_owned()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{s:?} is not a count: {e}")),
+    }
+}
+
+/// An account lease of the consumer: at least a second.
+fn lease_ttl(s: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))?;
+    if ttl < Duration::from_secs(1) {
+        return Err(format!("{s} is too short: a lease must last at least 1s"));
+    }
+    Ok(ttl)
+}
+
 fn kafka_property(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
@@ -297,16 +315,16 @@ pub struct ConsumeArgs {
     #[arg(long, env = "TANDEM_CREATE_MODE", default_value = "idempotency-key")]
     pub create_mode: tandem_consumer::CreateMode,
     /// Accounts applied at the same time; each account's events stay strictly in order.
-    #[arg(long, env = "TANDEM_CONCURRENCY", default_value_t = 32)]
+    #[arg(long, env = "TANDEM_CONCURRENCY", default_value_t = 32, value_parser = at_least_one)]
     pub concurrency: usize,
     /// Events read from Kafka but not yet applied, at most; at the bound, fetching pauses
     /// until some are done (memory stays bounded however far behind the consumer is).
-    #[arg(long, env = "TANDEM_MAX_IN_FLIGHT", default_value_t = 1024)]
+    #[arg(long, env = "TANDEM_MAX_IN_FLIGHT", default_value_t = 1024, value_parser = at_least_one)]
     pub max_in_flight: usize,
     /// Lease on an account while a member applies its events, renewed as it goes: members of
     /// one group never apply an account at once, and after a member dies its accounts wait
     /// this long before another member takes them (at least 1s).
-    #[arg(long = "lease-ttl", env = "TANDEM_CONSUMER_LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long = "lease-ttl", env = "TANDEM_CONSUMER_LEASE_TTL", default_value = "10s", value_parser = lease_ttl)]
     pub lease_ttl: Duration,
     /// On SIGTERM/SIGINT, how long the events being applied may take to finish; after that
     /// the consumer exits without recording them (they are applied again on restart).
@@ -690,4 +708,41 @@ async fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
         );
     }
     Ok(if clean { 0 } else { 1 })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::Cli;
+
+    fn consume_error(args: &[&str]) -> String {
+        let mut argv = vec!["tandem", "consume"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv) {
+            Ok(_) => "accepted".to_owned(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_consumer_lease_under_a_second_is_refused_with_the_reason() {
+        let message = consume_error(&["--lease-ttl", "500ms"]);
+        assert!(
+            message.contains("--lease-ttl") && message.contains("at least 1s"),
+            "{message}"
+        );
+        assert_eq!(consume_error(&["--lease-ttl", "2s"]), "accepted");
+    }
+
+    #[test]
+    fn zero_concurrency_or_in_flight_events_are_refused() {
+        for flag in ["--concurrency", "--max-in-flight"] {
+            let message = consume_error(&[flag, "0"]);
+            assert!(
+                message.contains(flag) && message.contains("at least 1"),
+                "{message}"
+            );
+        }
+    }
 }
