@@ -123,7 +123,9 @@ impl Producer {
     /// the lease was killed in between). Consumers may have those rows while the manifest
     /// lacks them, so the differencing check would never report them deleted: a row that is
     /// gone now is published as deleted here. A row still there has a version above the
-    /// high-water mark (its checkpoint moved nothing), so the version scan publishes it again.
+    /// high-water mark (its checkpoint moved nothing), so a version scan publishes it again as
+    /// created, and that checkpoint settles it; until then it stays unsettled, because the row
+    /// may change past this cycle's bound and be deleted before the next cycle reads it.
     async fn settle(&self, account: &str, state: &AccountState, upto: i64) -> Result<u64> {
         let floor = state.published_in(state.epoch);
         let mut published = 0;
@@ -160,7 +162,13 @@ impl Producer {
                 })
                 .collect();
             self.publish(&events).await?;
-            let keys: Vec<String> = unsettled.into_iter().map(|(key, _)| key).collect();
+            // Settled: the rows just published as deleted, and those the manifest has (a later
+            // checkpoint recorded them, and the differencing check watches them).
+            let keys: Vec<String> = unsettled
+                .into_iter()
+                .map(|(key, _)| key)
+                .filter(|key| !present.contains(key) || known.contains_key(key))
+                .collect();
             self.store.settle(account, &table.name, &keys).await?;
             if !events.is_empty() {
                 info!(account, table = %table.name, deleted = events.len(), "published deletes of rows created before a lost checkpoint");
