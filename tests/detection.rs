@@ -137,36 +137,13 @@ impl Notes {
 
     /// A backup: a consistent copy of the whole database.
     async fn backup(&self, dir: &Path, name: &str) -> anyhow::Result<()> {
-        let path = dir.join(name);
-        sqlx::query(&format!("VACUUM INTO '{}'", path.display()))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        copy_database(&self.pool, &dir.join(name)).await
     }
 
     /// Restores a backup in place: every table's content, the version counter included.
     async fn restore(&self, dir: &Path, name: &str) -> anyhow::Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        sqlx::query(&format!(
-            "ATTACH DATABASE '{}' AS backup",
-            dir.join(name).display()
-        ))
-        .execute(&mut *conn)
-        .await?;
-        for table in ["version_counter", "db_identity", "notes", "notes_deleted"] {
-            sqlx::query(&format!("DELETE FROM main.{table}"))
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query(&format!(
-                "INSERT INTO main.{table} SELECT * FROM backup.{table}"
-            ))
-            .execute(&mut *conn)
-            .await?;
-        }
-        sqlx::query("DETACH DATABASE backup")
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
+        let tables = ["version_counter", "db_identity", "notes", "notes_deleted"];
+        put_back(&self.pool, &dir.join(name), &tables).await
     }
 
     fn sources(&self, extra_legacy: &str, extra_table: &str) -> String {
@@ -176,6 +153,36 @@ impl Notes {
             self.url
         )
     }
+}
+
+/// A consistent copy of a whole SQLite database, written to `to`.
+async fn copy_database(pool: &SqlitePool, to: &Path) -> anyhow::Result<()> {
+    sqlx::query(&format!("VACUUM INTO '{}'", to.display()))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Replaces the content of `tables` with their content in the copy at `from`.
+async fn put_back(pool: &SqlitePool, from: &Path, tables: &[&str]) -> anyhow::Result<()> {
+    let mut conn = pool.acquire().await?;
+    sqlx::query(&format!("ATTACH DATABASE '{}' AS copy", from.display()))
+        .execute(&mut *conn)
+        .await?;
+    for table in tables {
+        sqlx::query(&format!("DELETE FROM main.{table}"))
+            .execute(&mut *conn)
+            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO main.{table} SELECT * FROM copy.{table}"
+        ))
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query("DETACH DATABASE copy")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 async fn producer(
@@ -698,9 +705,7 @@ impl Checkpoint {
         let path = dir.join("producer.db");
         let store = SqlitePool::connect(&format!("sqlite://{}", path.display())).await?;
         let saved = dir.join("checkpoint.db");
-        sqlx::query(&format!("VACUUM INTO '{}'", saved.display()))
-            .execute(&store)
-            .await?;
+        copy_database(&store, &saved).await?;
         Ok(Checkpoint { store, saved })
     }
 
@@ -708,31 +713,12 @@ impl Checkpoint {
     /// What the producer writes before it publishes (the published mark, the keys it publishes
     /// as created) stays.
     async fn lose_the_last_batch(&self) -> anyhow::Result<()> {
-        let mut conn = self.store.acquire().await?;
-        sqlx::query(&format!(
-            "ATTACH DATABASE '{}' AS saved",
-            self.saved.display()
-        ))
-        .execute(&mut *conn)
-        .await?;
-        for table in [
+        let tables = [
             "producer_high_water",
             "producer_manifest",
             "producer_manifest_parts",
-        ] {
-            sqlx::query(&format!("DELETE FROM main.{table}"))
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query(&format!(
-                "INSERT INTO main.{table} SELECT * FROM saved.{table}"
-            ))
-            .execute(&mut *conn)
-            .await?;
-        }
-        sqlx::query("DETACH DATABASE saved")
-            .execute(&mut *conn)
-            .await?;
-        Ok(())
+        ];
+        put_back(&self.store, &self.saved, &tables).await
     }
 }
 

@@ -472,23 +472,8 @@ impl Inner {
     /// rest of that one. When the first message since the assignment lies beyond the store's
     /// position, the partition is sought back (further each time) until one does not.
     fn rewind(&self, key: &(String, i32), offset: i64, generation: u64) -> bool {
-        let (target, stored) = {
-            let mut tracker = lock(&self.tracker);
-            if tracker.generation != generation {
-                return false;
-            }
-            let Some(p) = tracker.partitions.get_mut(key) else {
-                return false;
-            };
-            let rewind = p.rewind(offset);
-            let stored = p.stored;
-            match rewind {
-                Some(target) => (target, stored),
-                None => {
-                    tracker.unstarted.remove(key);
-                    return false;
-                }
-            }
+        let Some((target, stored)) = self.rewind_target(key, Some(offset), generation) else {
+            return false;
         };
         warn!(
             partition = key.1,
@@ -499,6 +484,29 @@ impl Inner {
         );
         self.seek_back(key, target);
         true
+    }
+
+    /// Where to seek a partition back to, and the store's position, given its first message
+    /// since the assignment (`None`: nothing came); None once it started where it must.
+    fn rewind_target(
+        &self,
+        key: &(String, i32),
+        offset: Option<i64>,
+        generation: u64,
+    ) -> Option<(i64, i64)> {
+        let mut tracker = lock(&self.tracker);
+        if tracker.generation != generation {
+            return None;
+        }
+        let p = tracker.partitions.get_mut(key)?;
+        let stored = p.stored;
+        match p.rewind(offset.unwrap_or(stored + 1)) {
+            Some(target) => Some((target, stored)),
+            None => {
+                tracker.unstarted.remove(key);
+                None
+            }
+        }
     }
 
     /// Seeks a partition back to `target` and restarts its probe clock.
@@ -542,22 +550,9 @@ impl Inner {
                 .collect()
         };
         for (key, generation) in due {
-            let (now, stored) = self.partition_next(&key).await?;
-            if now != generation {
+            self.partition_next(&key).await?;
+            let Some((target, stored)) = self.rewind_target(&key, None, generation) else {
                 continue;
-            }
-            let target = {
-                let mut tracker = lock(&self.tracker);
-                let Some(p) = tracker.partitions.get_mut(&key) else {
-                    continue;
-                };
-                match p.rewind(p.stored + 1) {
-                    Some(target) => target,
-                    None => {
-                        tracker.unstarted.remove(&key);
-                        continue;
-                    }
-                }
             };
             tracing::debug!(
                 partition = key.1,

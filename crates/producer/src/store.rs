@@ -311,11 +311,21 @@ impl Store {
     /// Keys of `table` published as created whose checkpoint did not land, with the version
     /// published.
     pub async fn unsettled(&self, account: &str, table: &str) -> Result<Vec<(String, i64)>> {
+        self.keys_and_versions("producer_unsettled", account, table)
+            .await
+    }
+
+    /// (key, version) of every row of `relation` (a store table, not user text) for a table.
+    async fn keys_and_versions(
+        &self,
+        relation: &'static str,
+        account: &str,
+        table: &str,
+    ) -> Result<Vec<(String, i64)>> {
         self.count(1);
-        Ok(sqlx::query_as(
-            "SELECT entity_id, version FROM producer_unsettled \
-             WHERE account = $1 AND entity_type = $2",
-        )
+        Ok(sqlx::query_as(&format!(
+            "SELECT entity_id, version FROM {relation} WHERE account = $1 AND entity_type = $2"
+        ))
         .bind(account)
         .bind(table)
         .fetch_all(&self.pool)
@@ -447,15 +457,8 @@ impl Store {
 
     /// Every manifest entry of a table.
     pub async fn manifest_all(&self, account: &str, table: &str) -> Result<Vec<(String, i64)>> {
-        self.count(1);
-        Ok(sqlx::query_as(
-            "SELECT entity_id, version FROM producer_manifest \
-             WHERE account = $1 AND entity_type = $2",
-        )
-        .bind(account)
-        .bind(table)
-        .fetch_all(&self.pool)
-        .await?)
+        self.keys_and_versions("producer_manifest", account, table)
+            .await
     }
 
     /// Records a published batch in one transaction. With `owner`, the account's lease must
