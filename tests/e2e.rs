@@ -107,7 +107,7 @@ async fn twenty_accounts_reach_zero_drift_through_tansu_postgres_and_http() -> a
     let mut changes = 0;
     for round in 0..10 {
         for account in &accounts {
-            changes += legacy.random_change(account, &mut rng).await?;
+            changes += legacy.random_change(account, &mut rng).await?.rows;
         }
         if round % 3 == 0 {
             producer.cycle().await?;
@@ -145,9 +145,62 @@ async fn twenty_accounts_reach_zero_drift_through_tansu_postgres_and_http() -> a
         "{phones} phones, {charges} charges"
     );
     ensure!(consumer.stats().dead_lettered.load(Ordering::Relaxed) == 0);
-
     stop.cancel();
     consumer_task.await??;
+
+    // The consumer moves to a new group on the same store: the new group has no positions,
+    // so it reads the whole topic again — every account's enrolment snapshot included —
+    // and must change nothing in the cloud: the mirror and the ID map are kept per account,
+    // whichever group reads.
+    let mutations = |audit: Vec<tandem_consumer::AuditEntry>| audit.len();
+    let mut before = 0;
+    for account in &accounts {
+        before += mutations(client.audit(account).await?.context("audit")?);
+    }
+    let engine = Engine::new(
+        mapping.clone(),
+        Store::open(&stores.url).await?,
+        client.clone(),
+    );
+    let moved = Arc::new(Consumer::new(
+        engine,
+        tandem_consumer::Options {
+            brokers: brokers.clone(),
+            topic: topic.clone(),
+            group: format!("{topic}-moved"),
+            dead_letter_topic: format!("{topic}.dlq"),
+            kafka: vec![("session.timeout.ms".into(), "6000".into())],
+            ..Default::default()
+        },
+    )?);
+    let stop = CancellationToken::new();
+    let moved_task = tokio::spawn({
+        let (moved, stop) = (moved.clone(), stop.clone());
+        async move { moved.run(stop).await }
+    });
+    drained(&producer, &moved).await?;
+    let mut after = 0;
+    for account in &accounts {
+        after += mutations(client.audit(account).await?.context("audit")?);
+    }
+    let third = verify_accounts(producer.legacy(), &mapping, &client, &accounts).await?;
+    ensure!(
+        Totals::of(&third) == Totals::default() && after == before,
+        "after the move to a new group, {} cloud mutations (was {before}); drift: {third:#?}",
+        after
+    );
+    // And it follows new changes from there.
+    for account in &accounts {
+        legacy.random_change(account, &mut rng).await?;
+    }
+    drained(&producer, &moved).await?;
+    let fourth = verify_accounts(producer.legacy(), &mapping, &client, &accounts).await?;
+    ensure!(
+        Totals::of(&fourth) == Totals::default(),
+        "drift after the move: {fourth:#?}"
+    );
+    stop.cancel();
+    moved_task.await??;
     cloud.stop().await?;
     stores.drop().await
 }
@@ -186,5 +239,12 @@ async fn demo_runs_clean_on_the_embedded_default() -> anyhow::Result<()> {
     .await?;
     ensure!(report.is_clean(), "demo report: {report:?}");
     ensure!(report.events_applied > 200, "demo report: {report:?}");
+    // Deletes are measured end to end, from the legacy delete to the cloud's.
+    let json = serde_json::to_value(&report)?;
+    ensure!(
+        json["delete_latency_ms"]["count"].as_u64() > Some(0)
+            && json["delete_latency_ms"]["p50"].as_u64() > Some(0),
+        "demo report: {json}"
+    );
     Ok(())
 }

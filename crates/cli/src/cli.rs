@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tandem_consumer::mapping::Mapping;
-use tandem_consumer::verify::Totals;
 use tandem_consumer::{CloudClient, Consumer, Engine, Store};
 use tandem_event::Framing;
 use tandem_producer::config::Sources;
@@ -247,11 +246,15 @@ pub enum AccountsAction {
     /// Parked accounts (with why and how many events they hold) and resources waiting for a
     /// reference.
     Status,
-    /// Apply a parked account's held events again, starting with the one that failed; the
+    /// Apply parked accounts' held events again, each starting with the one that failed; the
     /// running consumer does it within a second.
     Resume {
-        /// The account to resume.
-        account: String,
+        /// The accounts to resume.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        accounts: Vec<String>,
+        /// Resume every parked account.
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -362,7 +365,8 @@ pub struct CloudsimArgs {
     /// Fraction of changes applied, then answered by dropping the connection.
     #[arg(long, default_value_t = 0.0)]
     pub drop_after_apply_rate: f64,
-    /// Accounts whose every request is rejected with 422 (repeatable).
+    /// Accounts whose every change is rejected with 422, as failed validation would be; reads
+    /// still work (repeatable).
     #[arg(long)]
     pub reject_account: Vec<String>,
 }
@@ -383,9 +387,16 @@ pub struct VerifyArgs {
     /// Only these accounts (repeatable); all accounts of the sources by default.
     #[arg(long)]
     pub account: Vec<String>,
+    /// The consumer's store: when given, parked accounts are reported with their reasons
+    /// beside the drift (a parked account's later events wait there, not in the cloud).
+    #[arg(long, env = "TANDEM_CONSUMER_STORE")]
+    pub store: Option<String>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// List the keys of the documents out of step, not only their counts.
+    #[arg(long)]
+    pub keys: bool,
 }
 
 /// Runs a parsed command. Returns the process exit code.
@@ -438,7 +449,7 @@ async fn run_workload(args: WorkloadArgs) -> anyhow::Result<i32> {
             _ = tick.tick() => {}
         }
         let account = &accounts[rng.random_range(0..accounts.len())];
-        changes += legacy.random_change(account, &mut rng).await?;
+        changes += legacy.random_change(account, &mut rng).await?.rows;
     }
     eprintln!("made {changes} changes");
     Ok(0)
@@ -463,7 +474,7 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<i32> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "{} accounts ({} restored from a backup during the run), {} events applied; drift: {} missing, {} extra, {} different; {} duplicates; latency p50 {} ms, p99 {} ms",
+            "{} accounts ({} restored from a backup during the run), {} events applied; drift: {} missing, {} extra, {} different; {} duplicates; {} parked; latency p50 {} ms, p99 {} ms; deletes p50 {} ms, p99 {} ms",
             report.accounts,
             report.restored_accounts,
             report.events_applied,
@@ -471,8 +482,11 @@ async fn run_demo(args: DemoArgs) -> anyhow::Result<i32> {
             report.drift.extra,
             report.drift.different,
             report.duplicates,
+            report.parked,
             report.latency_ms.p50,
-            report.latency_ms.p99
+            report.latency_ms.p99,
+            report.delete_latency_ms.p50,
+            report.delete_latency_ms.p99,
         );
     }
     Ok(if report.is_clean() { 0 } else { 1 })
@@ -522,7 +536,7 @@ async fn run_produce(args: ProduceArgs) -> anyhow::Result<i32> {
 }
 
 async fn run_accounts(args: AccountsArgs) -> anyhow::Result<i32> {
-    let store = Store::open(&args.store).await?;
+    let store = Store::open_existing(&args.store).await?;
     match args.action {
         AccountsAction::Status => {
             let parked = store.parked_accounts().await?;
@@ -538,14 +552,30 @@ async fn run_accounts(args: AccountsArgs) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        AccountsAction::Resume { account } => {
-            if store.request_resume(&account).await? {
-                println!("{account}: resume requested; the consumer applies its held events next");
-                Ok(0)
-            } else {
-                eprintln!("tandem: account {account} is not parked");
-                Ok(1)
+        AccountsAction::Resume { all: true, .. } => {
+            let accounts = store.request_resume_all().await?;
+            println!(
+                "{} parked accounts: resume requested; the consumer applies their held events next",
+                accounts.len()
+            );
+            for account in accounts {
+                println!("  {account}");
             }
+            Ok(0)
+        }
+        AccountsAction::Resume { accounts, .. } => {
+            let mut code = 0;
+            for account in accounts {
+                if store.request_resume(&account).await? {
+                    println!(
+                        "{account}: resume requested; the consumer applies its held events next"
+                    );
+                } else {
+                    eprintln!("tandem: account {account} is not parked");
+                    code = 1;
+                }
+            }
+            Ok(code)
         }
     }
 }
@@ -669,6 +699,10 @@ async fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
     let mapping = Mapping::load(&args.mapping)?;
     let legacy = Legacy::connect(&sources, &args.sources).await?;
     mapping.check_columns(&legacy.columns())?;
+    let store = match &args.store {
+        Some(url) => Some(Store::open_existing(url).await?),
+        None => None,
+    };
     let accounts = if args.account.is_empty() {
         legacy.accounts().await?
     } else {
@@ -678,36 +712,17 @@ async fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
     let drift = crate::verify::verify_accounts(&legacy, &mapping, &client, &accounts)
         .await
         .with_context(|| format!("cannot verify against {}", args.cloud_url))?;
-    let totals = Totals::of(&drift);
-    let clean = drift.iter().all(|a| a.is_clean());
+    let parked = match &store {
+        Some(store) => store.parked_accounts().await?,
+        None => Vec::new(),
+    };
+    let report = crate::verify::Report::new(drift, &parked, args.keys);
     if args.json {
-        let report = serde_json::json!({
-            "accounts": drift,
-            "totals": totals,
-            "clean": clean,
-        });
-        println!("{report}");
+        println!("{}", serde_json::to_string(&report)?);
     } else {
-        println!(
-            "{:<24} {:>8} {:>8} {:>10} {:>11}",
-            "account", "missing", "extra", "different", "duplicates"
-        );
-        for a in &drift {
-            println!(
-                "{:<24} {:>8} {:>8} {:>10} {:>11}",
-                a.account,
-                a.missing.len(),
-                a.extra.len(),
-                a.different.len(),
-                a.duplicates.len()
-            );
-        }
-        println!(
-            "{:<24} {:>8} {:>8} {:>10} {:>11}",
-            "total", totals.missing, totals.extra, totals.different, totals.duplicates
-        );
+        print!("{}", report.table(store.is_some()));
     }
-    Ok(if clean { 0 } else { 1 })
+    Ok(if report.clean { 0 } else { 1 })
 }
 
 #[cfg(test)]

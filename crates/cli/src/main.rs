@@ -11,9 +11,11 @@ async fn main() {
         _ => "info",
     };
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| EnvFilter::new(default_level)),
-        )
+        .with_env_filter(EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| {
+            // PostgreSQL's notices ("relation … already exists, skipping" at every start's
+            // migration check) say nothing an operator needs.
+            EnvFilter::new(format!("{default_level},sqlx::postgres::notice=warn"))
+        }))
         .with_writer(std::io::stderr)
         .init();
     let code = match tandem_cli::cli::run(cli).await {

@@ -34,7 +34,8 @@ pub struct Faults {
     /// Fraction of successful POST/PUT/DELETE requests whose connection breaks after the
     /// change was committed, so the client cannot tell whether it was applied.
     pub drop_after_apply_rate: f64,
-    /// Accounts whose every request is answered 422.
+    /// Accounts whose every change (POST, PUT, DELETE) is answered 422, as an API answers
+    /// what fails its validation; reads of them still work.
     pub reject_accounts: Vec<String>,
 }
 
@@ -91,7 +92,11 @@ pub(crate) async fn inject(
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
 
-    if let Some(account) = account_of(request.uri().path()) {
+    let mutating = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::DELETE
+    );
+    if let Some(account) = account_of(request.uri().path()).filter(|_| mutating) {
         if faults
             .reject_accounts
             .iter()
@@ -124,10 +129,6 @@ pub(crate) async fn inject(
         return response;
     }
 
-    let mutating = matches!(
-        *request.method(),
-        Method::POST | Method::PUT | Method::DELETE
-    );
     let response = next.run(request).await;
     if mutating && response.status().is_success() && roll(faults.drop_after_apply_rate) {
         debug!("fault injection: breaking the connection after the commit");

@@ -163,8 +163,10 @@ impl Engine {
             Kind::SnapshotEnd => {
                 // Mark and sweep: a live row the snapshot did not send is gone.
                 let snapshot = event.snapshot_id.as_deref().unwrap_or(&event.entity_id);
-                for (entity_type, entity_id, epoch, version) in
-                    self.store.unseen(account, snapshot).await?
+                for (entity_type, entity_id, epoch, version) in self
+                    .store
+                    .unseen(account, snapshot, (event.epoch, event.version))
+                    .await?
                 {
                     let gone = ChangeEvent::new(
                         account,

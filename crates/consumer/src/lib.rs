@@ -47,6 +47,8 @@ pub enum Error {
         url: String,
         source: sqlx::Error,
     },
+    #[error("no consumer store at {url}: {reason}")]
+    StoreMissing { url: String, reason: String },
     #[error("store: {0}")]
     Store(#[from] sqlx::Error),
     #[error("store migration failed: {0}")]
@@ -108,6 +110,7 @@ impl Error {
             self,
             Error::Store(_)
                 | Error::Connect { .. }
+                | Error::StoreMissing { .. }
                 | Error::Migrate(_)
                 | Error::Broker { .. }
                 | Error::Internal(_)

@@ -79,6 +79,13 @@ pub enum Grant {
     Elsewhere,
 }
 
+fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
 fn with_create(url: &str) -> String {
     if url.starts_with("sqlite:") && !url.contains("mode=") && !url.contains(":memory:") {
         let sep = if url.contains('?') { '&' } else { '?' };
@@ -118,6 +125,35 @@ impl Store {
         // The producer may keep its tables in the same database, with migrations of its own.
         migrator.set_ignore_missing(true);
         migrator.run(&pool).await.map_err(Error::Migrate)?;
+        Ok(Store { pool })
+    }
+
+    /// Opens a store that `tandem consume` made, creating and migrating nothing: for commands
+    /// that look at it or leave requests in it. A wrong URL is an error, not a new empty store.
+    pub async fn open_existing(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let missing = |reason: String| Error::StoreMissing {
+            url: url.to_owned(),
+            reason,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await
+            .map_err(|e| {
+                let relative = if url.starts_with("sqlite:") {
+                    " (a sqlite:// path is relative to the working directory)"
+                } else {
+                    ""
+                };
+                missing(format!("{e}{relative}"))
+            })?;
+        sqlx::query("SELECT 1 FROM consumer_accounts LIMIT 1")
+            .fetch_optional(&pool)
+            .await
+            .map_err(|_| {
+                missing("it holds no consumer tables; has `tandem consume` run against it?".into())
+            })?;
         Ok(Store { pool })
     }
 
@@ -247,6 +283,21 @@ impl Store {
         Ok(changed == 1)
     }
 
+    /// Asks the consumer to apply every parked account's held events again; the accounts.
+    pub async fn request_resume_all(&self) -> Result<Vec<String>> {
+        let mut tx = self.pool.begin().await?;
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT account FROM consumer_accounts WHERE resume_requested = 0 ORDER BY account",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE consumer_accounts SET resume_requested = 1")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows.into_iter().map(|(a,)| a).collect())
+    }
+
     /// Parked accounts an operator asked to resume.
     pub async fn resume_requested(&self) -> Result<Vec<String>> {
         let rows: Vec<(String,)> = sqlx::query_as(
@@ -327,20 +378,27 @@ impl Store {
             .collect())
     }
 
-    /// Live rows of an account that the snapshot `snapshot_id` did not send:
-    /// (entity_type, entity_id, epoch, version).
+    /// Live rows of an account, at or below `(epoch, version)`, that the snapshot
+    /// `snapshot_id` did not send: (entity_type, entity_id, epoch, version). Rows above it
+    /// were written after the snapshot began, which only happens when old events are read
+    /// again (a new consumer group on this store): they must not be swept.
     pub async fn unseen(
         &self,
         account: &str,
         snapshot_id: &str,
+        (epoch, version): (i64, i64),
     ) -> Result<Vec<(String, String, i64, i64)>> {
         Ok(sqlx::query_as(
             "SELECT entity_type, entity_id, epoch, version FROM consumer_mirror \
              WHERE account = $1 AND data IS NOT NULL \
-             AND (snapshot_id IS NULL OR snapshot_id <> $2) ORDER BY entity_type, entity_id",
+             AND (snapshot_id IS NULL OR snapshot_id <> $2) \
+             AND (epoch < $3 OR (epoch = $3 AND version <= $4)) \
+             ORDER BY entity_type, entity_id",
         )
         .bind(account)
         .bind(snapshot_id)
+        .bind(epoch)
+        .bind(version)
         .fetch_all(&self.pool)
         .await?)
     }
@@ -374,6 +432,75 @@ impl Store {
         Ok(rows
             .into_iter()
             .map(|(a, r, k, t, tk)| (a, r, k, format!("{t}/{tk}")))
+            .collect())
+    }
+
+    /// Records that `member` of `group` holds `assigned` partitions, now; forgets members not
+    /// seen for ten minutes. Returns how many members were seen since `live_since_ms`
+    /// (this one included).
+    pub async fn heartbeat(
+        &self,
+        group: &str,
+        member: &str,
+        assigned: usize,
+        live_since_ms: i64,
+    ) -> Result<usize> {
+        let now = now_millis();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO consumer_members (consumer_group, member, assigned, seen_at_ms) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (consumer_group, member) DO UPDATE SET \
+             assigned = excluded.assigned, seen_at_ms = excluded.seen_at_ms",
+        )
+        .bind(group)
+        .bind(member)
+        .bind(i64::try_from(assigned).unwrap_or(i64::MAX))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM consumer_members WHERE consumer_group = $1 AND seen_at_ms < $2")
+            .bind(group)
+            .bind(now - 600_000)
+            .execute(&mut *tx)
+            .await?;
+        let (live,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM consumer_members WHERE consumer_group = $1 AND seen_at_ms >= $2",
+        )
+        .bind(group)
+        .bind(live_since_ms)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(usize::try_from(live).unwrap_or(1).max(1))
+    }
+
+    /// Forgets `member` of `group` (it stopped cleanly).
+    pub async fn leave_group(&self, group: &str, member: &str) -> Result<()> {
+        sqlx::query("DELETE FROM consumer_members WHERE consumer_group = $1 AND member = $2")
+            .bind(group)
+            .bind(member)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Every recorded position of a group's partitions of `topic`: partition → next offset.
+    pub async fn positions(
+        &self,
+        group: &str,
+        topic: &str,
+    ) -> Result<std::collections::HashMap<i32, i64>> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT partition_id, next_offset FROM consumer_offsets \
+             WHERE consumer_group = $1 AND topic = $2",
+        )
+        .bind(group)
+        .bind(topic)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(p, o)| Some((i32::try_from(p).ok()?, o)))
             .collect())
     }
 
@@ -419,10 +546,7 @@ impl Store {
         account: &str,
         ttl: std::time::Duration,
     ) -> Result<Grant> {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or_default();
+        let now = now_millis();
         // A renewal keeps `taken_at`; a take sets it to now.
         let taken_at: Option<(i64,)> = sqlx::query_as(
             "INSERT INTO consumer_account_leases \

@@ -38,21 +38,40 @@ impl AccountDrift {
     }
 }
 
-/// Totals over accounts.
+/// Documents that differ from what the legacy data says, counted.
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct Totals {
+pub struct Drift {
     pub missing: usize,
     pub extra: usize,
     pub different: usize,
+}
+
+/// Totals over accounts, as `verify --json` and the demo report them.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Totals {
+    pub drift: Drift,
     pub duplicates: usize,
+}
+
+impl AccountDrift {
+    /// This account's documents out of step, counted.
+    pub fn counts(&self) -> Drift {
+        Drift {
+            missing: self.missing.len(),
+            extra: self.extra.len(),
+            different: self.different.len(),
+        }
+    }
 }
 
 impl Totals {
     pub fn of(accounts: &[AccountDrift]) -> Totals {
         accounts.iter().fold(Totals::default(), |t, a| Totals {
-            missing: t.missing + a.missing.len(),
-            extra: t.extra + a.extra.len(),
-            different: t.different + a.different.len(),
+            drift: Drift {
+                missing: t.drift.missing + a.missing.len(),
+                extra: t.drift.extra + a.extra.len(),
+                different: t.drift.different + a.different.len(),
+            },
             duplicates: t.duplicates + a.duplicates.len(),
         })
     }

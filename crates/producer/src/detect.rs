@@ -786,18 +786,18 @@ impl Producer {
         bounds: Option<(i64, i64)>,
     ) -> Result<u64> {
         let detected_at = now_millis();
-        let marker = |kind| {
+        let marker = |kind, version| {
             let mut event = self.event(
                 account,
                 kind,
                 ("", snapshot_id),
-                (state.epoch, upto),
+                (state.epoch, version),
                 detected_at,
             );
             event.snapshot_id = Some(snapshot_id.to_owned());
             event
         };
-        self.publish(&[marker(Kind::SnapshotBegin)]).await?;
+        self.publish(&[marker(Kind::SnapshotBegin, upto)]).await?;
         let mut published = 2;
         for table in self.legacy.tables() {
             let high_water = self.store.high_water(account, &table.name).await?;
@@ -909,7 +909,13 @@ impl Producer {
                     .await?;
             }
         }
-        self.publish(&[marker(Kind::SnapshotEnd)]).await?;
+        // The end carries the newest version published so far: every row consumers hold in
+        // this epoch is at or below it, so their sweep (which removes rows the snapshot did
+        // not send) can leave alone the rows written after it, met when old events are read
+        // again.
+        let published_max = self.store.account(account).await?.published_in(state.epoch);
+        self.publish(&[marker(Kind::SnapshotEnd, upto.max(published_max))])
+            .await?;
         info!(
             account,
             snapshot_id,

@@ -309,9 +309,10 @@ impl LegacyDb {
 
     /// One random change to an account: creates, updates of roots, of embedded children and of
     /// references, children moving between parents, and deletes that keep the data consistent
-    /// (nothing deleted is still referred to). Returns how many rows it wrote.
-    pub async fn random_change(&self, account: &str, rng: &mut StdRng) -> sqlx::Result<u64> {
+    /// (nothing deleted is still referred to).
+    pub async fn random_change(&self, account: &str, rng: &mut StdRng) -> sqlx::Result<Change> {
         let now = now_millis();
+        let mut deleted = None;
         let update = |sql: &'static str| sqlx::query(sql).bind(account).bind(now);
         let written = match rng.random_range(0..13) {
             0 => {
@@ -405,25 +406,34 @@ impl LegacyDb {
             },
             11 => match self.random_id("tenancies", account, rng).await? {
                 // A tenancy ends: its lease and its charge go.
-                Some(id) => sqlx::query("DELETE FROM tenancies WHERE account_id = $1 AND id = $2")
-                    .bind(account)
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected(),
+                Some(id) => {
+                    let rows =
+                        sqlx::query("DELETE FROM tenancies WHERE account_id = $1 AND id = $2")
+                            .bind(account)
+                            .bind(id)
+                            .execute(&self.pool)
+                            .await?
+                            .rows_affected();
+                    deleted = (rows > 0).then_some(("leases", id));
+                    rows
+                }
                 None => 0,
             },
             12 => match self.random_id("properties", account, rng).await? {
                 // A property is sold off, unless a tenancy still refers to it.
-                Some(id) => sqlx::query(
-                    "DELETE FROM properties WHERE account_id = $1 AND id = $2 AND NOT EXISTS \
-                     (SELECT 1 FROM tenancies t WHERE t.account_id = $1 AND t.property_id = $2)",
-                )
-                .bind(account)
-                .bind(id)
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
+                Some(id) => {
+                    let rows = sqlx::query(
+                        "DELETE FROM properties WHERE account_id = $1 AND id = $2 AND NOT EXISTS \
+                         (SELECT 1 FROM tenancies t WHERE t.account_id = $1 AND t.property_id = $2)",
+                    )
+                    .bind(account)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                    deleted = (rows > 0).then_some(("properties", id));
+                    rows
+                }
                 None => 0,
             },
             _ => match self.random_id("tenancies", account, rng).await? {
@@ -441,8 +451,33 @@ impl LegacyDb {
                 None => 0,
             },
         };
-        Ok(written)
+        Ok(Change {
+            rows: written,
+            deleted: deleted.map(|(collection, id)| Deleted {
+                collection,
+                id: id.to_string(),
+                at_ms: now,
+            }),
+        })
     }
+}
+
+/// What one random change did.
+#[derive(Debug, Clone, Default)]
+pub struct Change {
+    /// Rows written.
+    pub rows: u64,
+    /// The root row it deleted, if it deleted one.
+    pub deleted: Option<Deleted>,
+}
+
+/// A deleted root row, named by the cloud collection its resource lives in and its key.
+#[derive(Debug, Clone)]
+pub struct Deleted {
+    pub collection: &'static str,
+    pub id: String,
+    /// When the legacy row was deleted (epoch millis).
+    pub at_ms: i64,
 }
 
 /// An exact decimal rent as text, e.g. "1234.50".

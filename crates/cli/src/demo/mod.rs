@@ -14,7 +14,7 @@ use rand::Rng;
 use serde::Serialize;
 use tandem_cloudsim::CloudSim;
 use tandem_consumer::mapping::Mapping;
-use tandem_consumer::verify::Totals;
+use tandem_consumer::verify::{Drift, Totals};
 use tandem_consumer::{CloudClient, Consumer, Engine, Store};
 use tandem_producer::config::Sources;
 use tandem_producer::Producer;
@@ -64,20 +64,27 @@ impl Default for DemoOptions {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-pub struct Drift {
-    pub missing: usize,
-    pub extra: usize,
-    pub different: usize,
-}
-
+/// Percentiles of a latency, in milliseconds, over `count` samples.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
 pub struct Latency {
+    pub count: usize,
     pub p50: u64,
     pub p99: u64,
 }
 
-/// The demo's closing JSON line.
+impl Latency {
+    fn of(mut samples: Vec<u64>) -> Latency {
+        samples.sort_unstable();
+        Latency {
+            count: samples.len(),
+            p50: percentile(&samples, 0.50),
+            p99: percentile(&samples, 0.99),
+        }
+    }
+}
+
+/// The demo's closing JSON line. `accounts`, `drift`, `duplicates` and `parked` read as in
+/// `tandem verify --json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct DemoReport {
     pub accounts: usize,
@@ -86,18 +93,18 @@ pub struct DemoReport {
     pub events_applied: u64,
     pub drift: Drift,
     pub duplicates: usize,
+    /// Accounts parked by an event that failed permanently.
+    pub parked: usize,
+    /// Legacy commit → visible in the cloud, for creates and updates made during the run.
     pub latency_ms: Latency,
+    /// Legacy delete → resource deleted in the cloud (per cloudsim's audit log), for root
+    /// rows deleted during the run: deletes are found by the producer's delete check.
+    pub delete_latency_ms: Latency,
 }
 
 impl DemoReport {
     pub fn is_clean(&self) -> bool {
-        self.drift
-            == (Drift {
-                missing: 0,
-                extra: 0,
-                different: 0,
-            })
-            && self.duplicates == 0
+        self.drift == Drift::default() && self.duplicates == 0 && self.parked == 0
     }
 }
 
@@ -224,11 +231,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     )?);
     mapping.check_columns(&producer.legacy().columns())?;
     let client = CloudClient::new(&cloud_url, Duration::from_secs(10), 8);
-    let engine = Engine::new(
-        mapping.clone(),
-        Store::open(&store_url("consumer.db")).await?,
-        client.clone(),
-    );
+    let consumer_store = Store::open(&store_url("consumer.db")).await?;
+    let engine = Engine::new(mapping.clone(), consumer_store.clone(), client.clone());
     let mut consumer_kafka = vec![("session.timeout.ms".to_owned(), "6000".to_owned())];
     consumer_kafka.extend(options.kafka.clone());
     let consumer = Arc::new(Consumer::new(
@@ -270,6 +274,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     let mut tick = tokio::time::interval(interval);
     let mut next_report = Duration::from_secs(1);
     let mut changes = 0u64;
+    let mut deletes = Vec::new();
     let restoring: Vec<String> = {
         use rand::seq::IndexedRandom;
         accounts
@@ -298,7 +303,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
             }
         }
         let account = &accounts[rng.random_range(0..accounts.len())];
-        changes += legacy.random_change(account, &mut rng).await?;
+        let change = legacy.random_change(account, &mut rng).await?;
+        changes += change.rows;
+        if let Some(deleted) = change.deleted {
+            deletes.push((account.clone(), deleted));
+        }
         if started.elapsed() >= next_report {
             next_report += Duration::from_secs(1);
             say(format!(
@@ -342,12 +351,14 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     for account in drift.iter().filter(|a| !a.is_clean()) {
         say(format!("drift in {}: {account:?}", account.account));
     }
+    let parked = consumer_store.parked_accounts().await?.len();
+    let delete_latency_ms = Latency::of(delete_latencies(&client, &deletes).await?);
     shutdown.cancel();
     consumer_task.await??;
     cloud_task.await??;
 
     // Latency of the changes made while the pipeline ran; the seed rows predate it.
-    let mut latencies: Vec<u64> = cstats
+    let latencies: Vec<u64> = cstats
         .latencies_ms
         .lock()
         .map(|l| {
@@ -357,22 +368,46 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
                 .collect()
         })
         .unwrap_or_default();
-    latencies.sort_unstable();
     Ok(DemoReport {
         accounts: accounts.len(),
         restored_accounts: if restored { restoring.len() } else { 0 },
         events_applied: cstats.applied.load(Ordering::Relaxed),
-        drift: Drift {
-            missing: totals.missing,
-            extra: totals.extra,
-            different: totals.different,
-        },
+        drift: totals.drift,
         duplicates: totals.duplicates,
-        latency_ms: Latency {
-            p50: percentile(&latencies, 0.50),
-            p99: percentile(&latencies, 0.99),
-        },
+        parked,
+        latency_ms: Latency::of(latencies),
+        delete_latency_ms,
     })
+}
+
+/// For each root row the workload deleted, the time from the legacy delete until cloudsim's
+/// audit log shows its resource deleted. A row a restore brought back before its delete was
+/// found has no such entry and no sample.
+async fn delete_latencies(
+    cloud: &CloudClient,
+    deletes: &[(String, domain::Deleted)],
+) -> anyhow::Result<Vec<u64>> {
+    let mut by_account: std::collections::BTreeMap<&str, Vec<&domain::Deleted>> =
+        Default::default();
+    for (account, deleted) in deletes {
+        by_account.entry(account).or_default().push(deleted);
+    }
+    let mut samples = Vec::new();
+    for (account, deleted) in by_account {
+        let audit = cloud.audit(account).await?.unwrap_or_default();
+        for d in deleted {
+            let gone = audit.iter().find(|e| {
+                e.op == "delete"
+                    && e.collection == d.collection
+                    && e.external_ref.as_deref() == Some(d.id.as_str())
+                    && e.at_ms >= d.at_ms
+            });
+            if let Some(entry) = gone {
+                samples.push(u64::try_from(entry.at_ms - d.at_ms).unwrap_or(0));
+            }
+        }
+    }
+    Ok(samples)
 }
 
 #[cfg(test)]

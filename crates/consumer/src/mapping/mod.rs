@@ -10,7 +10,7 @@
 //! name = { template = "{first_name} {last_name}" }  # a template over columns
 //! kind = { constant = "person" }                    # a constant
 //! balance = { column = "balance", type = "decimal" } # a column, coerced
-//! since = { column = "created", type = "timestamp" } # epoch millis or a date-time → RFC 3339
+//! since = { column = "created", type = "timestamp" } # a date-time in any offset → RFC 3339 UTC
 //! [[resource.embed]]            # child rows folded into the document (consolidation)
 //! field = "phones"
 //! entity = "contact_phones"
@@ -40,6 +40,8 @@ use serde_json::{Map, Value as Json};
 use tandem_event::{canonical_key, Row, Value};
 
 use crate::{Error, Result};
+
+mod timestamp;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -117,7 +119,8 @@ pub enum Coerce {
     /// An exact decimal, always written as a JSON string.
     Decimal,
     Boolean,
-    /// Epoch milliseconds or a date-time text (UTC), written as RFC 3339 with milliseconds.
+    /// Epoch milliseconds or a date-time text in any offset (see `timestamp.rs`), written as
+    /// RFC 3339 in UTC with milliseconds (or finer, when the value has it).
     Timestamp,
 }
 
@@ -635,17 +638,6 @@ fn compile_condition(when: &WhenSpec) -> Result<Condition, String> {
     })
 }
 
-/// Epoch milliseconds → RFC 3339 (UTC, milliseconds).
-fn timestamp_from_millis(millis: i64) -> Result<Json, String> {
-    let time = u64::try_from(millis)
-        .ok()
-        .and_then(|m| std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(m)))
-        .ok_or_else(|| format!("{millis} is not a timestamp in epoch milliseconds"))?;
-    Ok(Json::String(
-        humantime::format_rfc3339_millis(time).to_string(),
-    ))
-}
-
 fn coerce_value(value: &Value, coerce: Coerce) -> Result<Json, String> {
     Ok(match (coerce, value) {
         (_, Value::Null) => Json::Null,
@@ -678,20 +670,8 @@ fn coerce_value(value: &Value, coerce: Coerce) -> Result<Json, String> {
             "false" | "f" | "0" | "no" => Json::Bool(false),
             _ => return Err(format!("{s:?} is not a boolean")),
         },
-        (Coerce::Timestamp, Value::Long(n)) => timestamp_from_millis(*n)?,
-        (Coerce::Timestamp, Value::String(s)) => {
-            // "2026-11-22 10:00:00", "2026-11-22T10:00:00.5Z", taken as UTC; a date alone is
-            // its midnight.
-            let t = s.trim();
-            let full = if t.len() == 10 {
-                format!("{t}T00:00:00Z")
-            } else {
-                t.to_owned()
-            };
-            let time = humantime::parse_rfc3339_weak(&full)
-                .map_err(|e| format!("{s:?} is not a UTC date-time: {e}"))?;
-            Json::String(humantime::format_rfc3339_millis(time).to_string())
-        }
+        (Coerce::Timestamp, Value::Long(n)) => timestamp::from_millis(*n)?,
+        (Coerce::Timestamp, Value::String(s)) => timestamp::from_text(s)?,
         (c, v) => return Err(format!("cannot turn {v:?} into {c:?}")),
     })
 }
@@ -700,28 +680,13 @@ fn coerce_value(value: &Value, coerce: Coerce) -> Result<Json, String> {
 mod tests {
     use super::*;
 
-    const DEMO: &str = include_str!("../../../deploy/demo/mapping.toml");
+    const DEMO: &str = include_str!("../../../../deploy/demo/mapping.toml");
 
     fn row(pairs: &[(&str, Value)]) -> Row {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect()
-    }
-
-    #[test]
-    fn timestamps_become_rfc3339_in_utc() {
-        let ts = |v: Value| coerce_value(&v, Coerce::Timestamp);
-        let want = Ok(Json::String("2026-11-22T10:00:00.000Z".into()));
-        assert_eq!(ts(Value::Long(1_795_341_600_000)), want);
-        assert_eq!(ts(Value::String("2026-11-22 10:00:00".into())), want);
-        assert_eq!(ts(Value::String("2026-11-22T10:00:00Z".into())), want);
-        assert_eq!(
-            ts(Value::String("2026-11-22".into())),
-            Ok(Json::String("2026-11-22T00:00:00.000Z".into()))
-        );
-        assert!(ts(Value::String("yesterday".into())).is_err());
-        assert!(ts(Value::Long(-5)).is_err());
     }
 
     #[test]

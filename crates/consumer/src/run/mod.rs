@@ -23,6 +23,8 @@ use crate::client::Fence;
 use crate::store::{Grant, LeaseId, Position};
 use crate::{Error, Result};
 
+mod watchdog;
+
 /// How the consumer runs.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -271,7 +273,11 @@ pub struct Consumer {
 
 struct Inner {
     engine: Engine,
-    consumer: StreamConsumer<Context>,
+    /// The group membership; replaced by a new one when the watchdog finds this member
+    /// stranded (see [`watchdog`]).
+    consumer: std::sync::RwLock<Arc<StreamConsumer<Context>>>,
+    /// Asks the read loop to leave the group and join it again as a new member.
+    rejoin: tokio::sync::Notify,
     dead_letters: FutureProducer,
     codec: Codec,
     options: Options,
@@ -324,28 +330,7 @@ impl Consumer {
         }
         let tracker = Shared::default();
         let stats = Arc::<Stats>::default();
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &options.brokers)
-            .set("group.id", &options.group)
-            .set("enable.auto.commit", "true")
-            // Kafka-side commits follow the store: an offset is stored only once durable.
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
-            // Changes should be visible in well under a second; don't let fetches idle long.
-            .set("fetch.wait.max.ms", "100")
-            // What librdkafka prefetches stays small; the in-flight bound does the rest.
-            .set("queued.max.messages.kbytes", "16384");
-        for (key, value) in &options.kafka {
-            config.set(key, value);
-        }
-        let consumer: StreamConsumer<Context> = config
-            .create_with_context(Context {
-                tracker: tracker.clone(),
-                stats: stats.clone(),
-            })
-            .map_err(broker_error)?;
+        let consumer = member(&options, &tracker, &stats)?;
         consumer
             .subscribe(&[&options.topic])
             .map_err(broker_error)?;
@@ -358,7 +343,8 @@ impl Consumer {
         Ok(Consumer {
             inner: Arc::new(Inner {
                 engine,
-                consumer,
+                consumer: std::sync::RwLock::new(Arc::new(consumer)),
+                rejoin: tokio::sync::Notify::new(),
                 dead_letters,
                 codec: Codec::default(),
                 slots: Arc::new(Semaphore::new(options.max_in_flight)),
@@ -392,6 +378,7 @@ impl Consumer {
     pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
         let inner = &self.inner;
         let mut resumes = tokio::time::interval(Duration::from_secs(1));
+        let watchdog = tokio::spawn(inner.clone().watch_group(shutdown.child_token()));
         loop {
             // Backpressure: with every slot taken, nothing more is fetched.
             let slot = tokio::select! {
@@ -399,15 +386,21 @@ impl Consumer {
                 _ = inner.failed.cancelled() => break,
                 slot = inner.slots.clone().acquire_owned() => slot.map_err(closed)?,
             };
+            let consumer = inner.kafka();
             let message = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = inner.failed.cancelled() => break,
+                _ = inner.rejoin.notified() => {
+                    drop(consumer);
+                    inner.rejoin_group().await?;
+                    continue;
+                }
                 _ = resumes.tick() => {
                     inner.probe().await?;
                     inner.resume_parked().await?;
                     continue;
                 }
-                message = inner.consumer.recv() => message,
+                message = consumer.recv() => message,
             };
             match message {
                 Ok(message) => inner.dispatch(message.detach(), slot).await?,
@@ -415,6 +408,15 @@ impl Consumer {
             }
         }
         lock(&inner.tracker).abandon();
+        watchdog.abort();
+        if let Err(e) = inner
+            .engine
+            .store()
+            .leave_group(&inner.options.group, &inner.member)
+            .await
+        {
+            warn!(error = %e, "cannot remove this member from the store's list of members");
+        }
         // Every slot back means nothing is being applied any more.
         let all = u32::try_from(inner.options.max_in_flight).unwrap_or(u32::MAX);
         drop(inner.slots.acquire_many(all).await.map_err(closed)?);
@@ -430,11 +432,83 @@ impl Consumer {
     }
 }
 
+/// A new consumer group member, not subscribed yet.
+fn member(
+    options: &Options,
+    tracker: &Shared,
+    stats: &Arc<Stats>,
+) -> Result<StreamConsumer<Context>> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &options.brokers)
+        .set("group.id", &options.group)
+        .set("enable.auto.commit", "true")
+        // Kafka-side commits follow the store: an offset is stored only once durable.
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        // Changes should be visible in well under a second; don't let fetches idle long.
+        .set("fetch.wait.max.ms", "100")
+        // What librdkafka prefetches stays small; the in-flight bound does the rest.
+        .set("queued.max.messages.kbytes", "16384");
+    for (key, value) in &options.kafka {
+        config.set(key, value);
+    }
+    config
+        .create_with_context(Context {
+            tracker: tracker.clone(),
+            stats: stats.clone(),
+        })
+        .map_err(|source| Error::Broker {
+            brokers: options.brokers.clone(),
+            source,
+        })
+}
+
 fn closed(_: tokio::sync::AcquireError) -> Error {
     Error::Internal("the consumer's in-flight bound was closed".into())
 }
 
 impl Inner {
+    /// The current group membership.
+    fn kafka(&self) -> Arc<StreamConsumer<Context>> {
+        self.consumer
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Leaves the consumer group and joins it again as a new member: work in flight is
+    /// abandoned unrecorded (as at a rebalance), so workers give their accounts' leases up,
+    /// and the new member reads its partitions from the store's positions.
+    async fn rejoin_group(&self) -> Result<()> {
+        lock(&self.tracker).abandon();
+        self.stats.assigned_partitions.store(0, Ordering::Relaxed);
+        let fresh = Arc::new(member(&self.options, &self.tracker, &self.stats)?);
+        let old = std::mem::replace(
+            &mut *self
+                .consumer
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            fresh.clone(),
+        );
+        // Closing the old member sends the broker its leave; it blocks until that is done.
+        if tokio::task::spawn_blocking(move || drop(old))
+            .await
+            .is_err()
+        {
+            warn!("closing the old group member failed");
+        }
+        fresh
+            .subscribe(&[&self.options.topic])
+            .map_err(|source| Error::Broker {
+                brokers: self.options.brokers.clone(),
+                source,
+            })?;
+        info!("joined the consumer group again as a new member");
+        Ok(())
+    }
+
     /// The store's position of a partition, loaded on first sight after an assignment.
     async fn partition_next(&self, key: &(String, i32)) -> Result<(u64, i64)> {
         {
@@ -511,7 +585,7 @@ impl Inner {
 
     /// Seeks a partition back to `target` and restarts its probe clock.
     fn seek_back(&self, key: &(String, i32), target: i64) {
-        let sought = self.consumer.seek(
+        let sought = self.kafka().seek(
             &key.0,
             key.1,
             Offset::Offset(target),
@@ -835,7 +909,7 @@ impl Inner {
             .add_partition_offset(&key.0, key.1, Offset::Offset(watermark))
             .is_ok()
         {
-            if let Err(e) = self.consumer.store_offsets(&tpl) {
+            if let Err(e) = self.kafka().store_offsets(&tpl) {
                 warn!(error = %e, topic = key.0, partition = key.1, "cannot store the Kafka offset");
             }
         }
