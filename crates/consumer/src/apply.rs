@@ -165,7 +165,7 @@ impl Engine {
                 let snapshot = event.snapshot_id.as_deref().unwrap_or(&event.entity_id);
                 for (entity_type, entity_id, epoch, version) in self
                     .store
-                    .unseen(account, snapshot, (event.epoch, event.version))
+                    .unseen(account, snapshot, position.as_ref())
                     .await?
                 {
                     let gone = ChangeEvent::new(

@@ -148,12 +148,22 @@ impl Store {
                 };
                 missing(format!("{e}{relative}"))
             })?;
-        sqlx::query("SELECT 1 FROM consumer_accounts LIMIT 1")
+        let probe = sqlx::query("SELECT 1 FROM consumer_accounts LIMIT 1")
             .fetch_optional(&pool)
-            .await
-            .map_err(|_| {
-                missing("it holds no consumer tables; has `tandem consume` run against it?".into())
-            })?;
+            .await;
+        match probe {
+            Ok(_) => {}
+            // SQLite says "no such table", PostgreSQL "undefined table" (42P01).
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("42P01")
+                    || e.message().contains("no such table") =>
+            {
+                return Err(missing(
+                    "it holds no consumer tables; has `tandem consume` run against it?".into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
         Ok(Store { pool })
     }
 
@@ -283,19 +293,18 @@ impl Store {
         Ok(changed == 1)
     }
 
-    /// Asks the consumer to apply every parked account's held events again; the accounts.
+    /// Asks the consumer to apply every parked account's held events again; the accounts
+    /// asked for (those not asked for already).
     pub async fn request_resume_all(&self) -> Result<Vec<String>> {
-        let mut tx = self.pool.begin().await?;
         let rows: Vec<(String,)> = sqlx::query_as(
-            "SELECT account FROM consumer_accounts WHERE resume_requested = 0 ORDER BY account",
+            "UPDATE consumer_accounts SET resume_requested = 1 WHERE resume_requested = 0 \
+             RETURNING account",
         )
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.pool)
         .await?;
-        sqlx::query("UPDATE consumer_accounts SET resume_requested = 1")
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(rows.into_iter().map(|(a,)| a).collect())
+        let mut accounts: Vec<String> = rows.into_iter().map(|(a,)| a).collect();
+        accounts.sort();
+        Ok(accounts)
     }
 
     /// Parked accounts an operator asked to resume.
@@ -378,29 +387,45 @@ impl Store {
             .collect())
     }
 
-    /// Live rows of an account, at or below `(epoch, version)`, that the snapshot
-    /// `snapshot_id` did not send: (entity_type, entity_id, epoch, version). Rows above it
-    /// were written after the snapshot began, which only happens when old events are read
-    /// again (a new consumer group on this store): they must not be swept.
+    /// Live rows of an account that the snapshot `snapshot_id` did not send:
+    /// (entity_type, entity_id, epoch, version). With `end`, the position of the snapshot's
+    /// end in the log, only rows written before it: a row written by a later event is in the
+    /// mirror when old events are read again (a consumer moved to a new group) and must stay.
     pub async fn unseen(
         &self,
         account: &str,
         snapshot_id: &str,
-        (epoch, version): (i64, i64),
+        end: Option<&Position>,
     ) -> Result<Vec<(String, String, i64, i64)>> {
-        Ok(sqlx::query_as(
-            "SELECT entity_type, entity_id, epoch, version FROM consumer_mirror \
+        const UNSEEN: &str = "SELECT entity_type, entity_id, epoch, version FROM consumer_mirror \
              WHERE account = $1 AND data IS NOT NULL \
-             AND (snapshot_id IS NULL OR snapshot_id <> $2) \
-             AND (epoch < $3 OR (epoch = $3 AND version <= $4)) \
-             ORDER BY entity_type, entity_id",
-        )
-        .bind(account)
-        .bind(snapshot_id)
-        .bind(epoch)
-        .bind(version)
-        .fetch_all(&self.pool)
-        .await?)
+             AND (snapshot_id IS NULL OR snapshot_id <> $2)";
+        const ORDER: &str = " ORDER BY entity_type, entity_id";
+        let rows = match end {
+            None => {
+                sqlx::query_as(&format!("{UNSEEN}{ORDER}"))
+                    .bind(account)
+                    .bind(snapshot_id)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            Some(end) => {
+                // Rows written from elsewhere (another topic or partition, or a held event
+                // applied on resume, which has no position) count as written before.
+                sqlx::query_as(&format!(
+                    "{UNSEEN} AND (log_offset IS NULL OR log_topic <> $3 OR log_partition <> $4 \
+                     OR log_offset < $5){ORDER}"
+                ))
+                .bind(account)
+                .bind(snapshot_id)
+                .bind(&end.topic)
+                .bind(i64::from(end.partition))
+                .bind(end.next_offset - 1)
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        Ok(rows)
     }
 
     /// Resources waiting for `(target, target_key)` to be created.
@@ -597,14 +622,18 @@ impl Store {
         }
         for (entity_type, entity_id, row) in &book.mirror {
             let data = row.data.as_ref().map(serde_json::to_string).transpose()?;
+            let at = book.position.as_ref();
             sqlx::query(
                 "INSERT INTO consumer_mirror \
-                 (account, entity_type, entity_id, epoch, version, parent, data, snapshot_id) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 (account, entity_type, entity_id, epoch, version, parent, data, snapshot_id, \
+                 log_topic, log_partition, log_offset) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
                  ON CONFLICT (account, entity_type, entity_id) DO UPDATE SET \
                  epoch = excluded.epoch, version = excluded.version, \
                  parent = excluded.parent, data = excluded.data, \
-                 snapshot_id = COALESCE(excluded.snapshot_id, consumer_mirror.snapshot_id) \
+                 snapshot_id = COALESCE(excluded.snapshot_id, consumer_mirror.snapshot_id), \
+                 log_topic = excluded.log_topic, log_partition = excluded.log_partition, \
+                 log_offset = excluded.log_offset \
                  WHERE consumer_mirror.epoch < excluded.epoch OR \
                  (consumer_mirror.epoch = excluded.epoch AND consumer_mirror.version <= excluded.version)",
             )
@@ -616,6 +645,9 @@ impl Store {
             .bind(row.parent.clone())
             .bind(data)
             .bind(row.snapshot_id.clone())
+            .bind(at.map(|p| p.topic.clone()))
+            .bind(at.map(|p| i64::from(p.partition)))
+            .bind(at.map(|p| p.next_offset - 1))
             .execute(&mut *tx)
             .await?;
         }

@@ -786,18 +786,18 @@ impl Producer {
         bounds: Option<(i64, i64)>,
     ) -> Result<u64> {
         let detected_at = now_millis();
-        let marker = |kind, version| {
+        let marker = |kind| {
             let mut event = self.event(
                 account,
                 kind,
                 ("", snapshot_id),
-                (state.epoch, version),
+                (state.epoch, upto),
                 detected_at,
             );
             event.snapshot_id = Some(snapshot_id.to_owned());
             event
         };
-        self.publish(&[marker(Kind::SnapshotBegin, upto)]).await?;
+        self.publish(&[marker(Kind::SnapshotBegin)]).await?;
         let mut published = 2;
         for table in self.legacy.tables() {
             let high_water = self.store.high_water(account, &table.name).await?;
@@ -909,13 +909,7 @@ impl Producer {
                     .await?;
             }
         }
-        // The end carries the newest version published so far: every row consumers hold in
-        // this epoch is at or below it, so their sweep (which removes rows the snapshot did
-        // not send) can leave alone the rows written after it, met when old events are read
-        // again.
-        let published_max = self.store.account(account).await?.published_in(state.epoch);
-        self.publish(&[marker(Kind::SnapshotEnd, upto.max(published_max))])
-            .await?;
+        self.publish(&[marker(Kind::SnapshotEnd)]).await?;
         info!(
             account,
             snapshot_id,

@@ -16,7 +16,7 @@ use serde_json::Value as Json;
 const ACCEPTED: &str = "accepted: an ISO 8601 / RFC 3339 date-time with or without an offset \
      (2027-01-21T09:47:00Z, 2027-01-21 09:47:00+00, 2027-01-21 09:47:00.123456+05:30; \
      without an offset it is taken as UTC), a date (2027-01-21, its midnight UTC), \
-     or epoch milliseconds";
+     or epoch milliseconds (a number, or text of 11 digits or more)";
 
 /// A date-time text → RFC 3339 in UTC.
 pub(super) fn from_text(text: &str) -> Result<Json, String> {
@@ -45,8 +45,11 @@ fn parse(text: &str) -> Result<Timestamp, String> {
             "{text:?} is before the year 1, which RFC 3339 cannot express"
         ));
     }
+    // Epoch milliseconds as text. Fewer than 11 digits is more likely something else (ISO
+    // 8601's basic YYYYMMDD, parsed below, or epoch seconds, refused) than a moment before
+    // March 1973.
     let digits = t.strip_prefix('-').unwrap_or(t);
-    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+    if digits.len() >= 11 && digits.bytes().all(|b| b.is_ascii_digit()) {
         let millis = t
             .parse::<i64>()
             .map_err(|_| format!("{text:?} is out of range for epoch milliseconds"))?;
@@ -116,6 +119,8 @@ mod tests {
         );
         assert_eq!(utc("2027-01-21T09:47:00.000Z"), want);
         assert_eq!(utc("2027-01-21"), Ok("2027-01-21T00:00:00.000Z".to_owned()));
+        // ISO 8601's basic form, not epoch milliseconds.
+        assert_eq!(utc("20270121"), Ok("2027-01-21T00:00:00.000Z".to_owned()));
     }
 
     #[test]
@@ -141,7 +146,14 @@ mod tests {
         }
         let err = utc("0044-03-15 00:00:00+00 BC").expect_err("BC");
         assert!(err.contains("before the year 1"), "{err}");
-        for wrong in ["yesterday", "2027-13-01 00:00:00", "21/01/2027", ""] {
+        // Epoch seconds as text are not taken for epoch milliseconds.
+        for wrong in [
+            "yesterday",
+            "2027-13-01 00:00:00",
+            "21/01/2027",
+            "",
+            "1800524820",
+        ] {
             let err = utc(wrong).expect_err(wrong);
             assert!(
                 err.contains("accepted:") && err.contains("2027-01-21 09:47:00+00"),

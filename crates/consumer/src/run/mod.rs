@@ -195,6 +195,9 @@ struct Tracker {
     unstarted: HashMap<(String, i32), (Instant, u32)>,
     /// Accounts with a worker running, and what waits in their queue.
     queues: HashMap<String, VecDeque<Work>>,
+    /// The current group membership: moves on when the consumer leaves the group and joins it
+    /// again, so the old client's late rebalance callbacks are ignored.
+    member: u64,
 }
 
 impl Tracker {
@@ -216,12 +219,21 @@ type Shared = Arc<Mutex<Tracker>>;
 struct Context {
     tracker: Shared,
     stats: Arc<Stats>,
+    /// Which of this consumer's group memberships the client is (see [`Tracker::member`]).
+    member: u64,
 }
 
 impl ClientContext for Context {}
 
 impl ConsumerContext for Context {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let mut tracker = lock(&self.tracker);
+        if tracker.member != self.member {
+            // A membership given up by a rejoin, closing: its partitions were abandoned then,
+            // and the current membership's must not be.
+            tracing::debug!("rebalance of a retired group membership; ignored");
+            return;
+        }
         match rebalance {
             Rebalance::Assign(tpl) => {
                 info!(partitions = %partition_list(tpl), "partitions assigned");
@@ -236,7 +248,6 @@ impl ConsumerContext for Context {
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
         }
         // Positions are read afresh from the store: another member may have moved them on.
-        let mut tracker = lock(&self.tracker);
         tracker.abandon();
         if let Rebalance::Assign(tpl) = rebalance {
             let now = Instant::now();
@@ -278,6 +289,8 @@ struct Inner {
     consumer: std::sync::RwLock<Arc<StreamConsumer<Context>>>,
     /// Asks the read loop to leave the group and join it again as a new member.
     rejoin: tokio::sync::Notify,
+    /// A client outside the group, for the watchdog's metadata and end-offset lookups.
+    lookups: Arc<BaseConsumer>,
     dead_letters: FutureProducer,
     codec: Codec,
     options: Options,
@@ -330,7 +343,13 @@ impl Consumer {
         }
         let tracker = Shared::default();
         let stats = Arc::<Stats>::default();
-        let consumer = member(&options, &tracker, &stats)?;
+        let consumer = member(&options, &tracker, &stats, 0)?;
+        let mut lookups = ClientConfig::new();
+        lookups.set("bootstrap.servers", &options.brokers);
+        for (key, value) in &options.kafka {
+            lookups.set(key, value);
+        }
+        let lookups: BaseConsumer = lookups.create().map_err(broker_error)?;
         consumer
             .subscribe(&[&options.topic])
             .map_err(broker_error)?;
@@ -345,6 +364,7 @@ impl Consumer {
                 engine,
                 consumer: std::sync::RwLock::new(Arc::new(consumer)),
                 rejoin: tokio::sync::Notify::new(),
+                lookups: Arc::new(lookups),
                 dead_letters,
                 codec: Codec::default(),
                 slots: Arc::new(Semaphore::new(options.max_in_flight)),
@@ -378,7 +398,10 @@ impl Consumer {
     pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
         let inner = &self.inner;
         let mut resumes = tokio::time::interval(Duration::from_secs(1));
-        let watchdog = tokio::spawn(inner.clone().watch_group(shutdown.child_token()));
+        // The watchdog stops with the read loop, however it ends.
+        let watching = shutdown.child_token();
+        let _stop_watching = watching.clone().drop_guard();
+        tokio::spawn(inner.clone().watch_group(watching));
         loop {
             // Backpressure: with every slot taken, nothing more is fetched.
             let slot = tokio::select! {
@@ -408,7 +431,6 @@ impl Consumer {
             }
         }
         lock(&inner.tracker).abandon();
-        watchdog.abort();
         if let Err(e) = inner
             .engine
             .store()
@@ -432,11 +454,12 @@ impl Consumer {
     }
 }
 
-/// A new consumer group member, not subscribed yet.
+/// A new consumer group member, not subscribed yet; `id` is its place in [`Tracker::member`].
 fn member(
     options: &Options,
     tracker: &Shared,
     stats: &Arc<Stats>,
+    id: u64,
 ) -> Result<StreamConsumer<Context>> {
     let mut config = ClientConfig::new();
     config
@@ -458,6 +481,7 @@ fn member(
         .create_with_context(Context {
             tracker: tracker.clone(),
             stats: stats.clone(),
+            member: id,
         })
         .map_err(|source| Error::Broker {
             brokers: options.brokers.clone(),
@@ -482,9 +506,14 @@ impl Inner {
     /// abandoned unrecorded (as at a rebalance), so workers give their accounts' leases up,
     /// and the new member reads its partitions from the store's positions.
     async fn rejoin_group(&self) -> Result<()> {
-        lock(&self.tracker).abandon();
+        let id = {
+            let mut tracker = lock(&self.tracker);
+            tracker.member += 1;
+            tracker.abandon();
+            tracker.member
+        };
         self.stats.assigned_partitions.store(0, Ordering::Relaxed);
-        let fresh = Arc::new(member(&self.options, &self.tracker, &self.stats)?);
+        let fresh = Arc::new(member(&self.options, &self.tracker, &self.stats, id)?);
         let old = std::mem::replace(
             &mut *self
                 .consumer
@@ -492,12 +521,18 @@ impl Inner {
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
             fresh.clone(),
         );
-        // Closing the old member sends the broker its leave; it blocks until that is done.
+        // Closing the old membership sends the broker its leave and blocks until that is
+        // done, so it runs off the async threads, once no worker still holds the old client
+        // (storing an offset takes it for a moment).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(&old) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         if tokio::task::spawn_blocking(move || drop(old))
             .await
             .is_err()
         {
-            warn!("closing the old group member failed");
+            warn!("closing the old group membership failed");
         }
         fresh
             .subscribe(&[&self.options.topic])

@@ -178,7 +178,7 @@ impl Inner {
         let members = store
             .heartbeat(&self.options.group, &self.member, assigned, live_since)
             .await?;
-        let consumer = self.kafka();
+        let consumer = self.lookups.clone();
         let topic = self.options.topic.clone();
         let broker_error = |source| Error::Broker {
             brokers: self.options.brokers.clone(),
