@@ -66,6 +66,14 @@ impl LegacyDb {
         sqlx::query("INSERT OR IGNORE INTO version_counter VALUES (1, 0)")
             .execute(&pool)
             .await?;
+        // Ids come from a sequence per table and account, as in the legacy product: a deleted
+        // row's id is never given to a new row.
+        sqlx::query(
+            "CREATE TABLE IF NOT EXISTS id_sequences (table_name TEXT NOT NULL, \
+             account_id TEXT NOT NULL, value INTEGER NOT NULL, PRIMARY KEY (table_name, account_id))",
+        )
+        .execute(&pool)
+        .await?;
         for (table, columns) in TABLES {
             let ddl = format!(
                 "CREATE TABLE IF NOT EXISTS {table} (account_id TEXT NOT NULL, id INTEGER NOT NULL, \
@@ -106,8 +114,12 @@ impl LegacyDb {
 
     async fn next_id(&self, table: &str, account: &str) -> sqlx::Result<i64> {
         let (id,): (i64,) = sqlx::query_as(&format!(
-            "SELECT COALESCE(MAX(id), 0) + 1 FROM {table} WHERE account_id = $1"
+            "INSERT INTO id_sequences (table_name, account_id, value) \
+             SELECT $1, $2, COALESCE(MAX(id), 0) + 1 FROM {table} WHERE account_id = $2 \
+             ON CONFLICT (table_name, account_id) DO UPDATE SET value = value + 1 \
+             RETURNING value"
         ))
+        .bind(table)
         .bind(account)
         .fetch_one(&self.pool)
         .await?;
@@ -149,10 +161,12 @@ impl LegacyDb {
             "Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Thompson", "Allen", "Knuth",
         ];
         let id = self.next_id("contacts", account).await?;
-        let phone_id = self.next_id("contact_phones", account).await?;
         let first = FIRST[rng.random_range(0..FIRST.len())];
         let last = LAST[rng.random_range(0..LAST.len())];
-        let phones = rng.random_range(1..=2);
+        let mut phone_ids = Vec::new();
+        for _ in 0..rng.random_range(1..=2) {
+            phone_ids.push(self.next_id("contact_phones", account).await?);
+        }
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO contacts (account_id, id, first_name, last_name, email, changed_at_ms) \
@@ -170,13 +184,13 @@ impl LegacyDb {
         .bind(now_millis())
         .execute(&mut *tx)
         .await?;
-        for n in 0..phones {
+        for (n, phone_id) in phone_ids.into_iter().enumerate() {
             sqlx::query(
                 "INSERT INTO contact_phones (account_id, id, contact_id, kind, number, changed_at_ms) \
                  VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(account)
-            .bind(phone_id + n)
+            .bind(phone_id)
             .bind(id)
             .bind(if n == 0 { "mobile" } else { "home" })
             .bind(format!("+44 20 7946 {:04}", rng.random_range(0..10_000)))

@@ -321,14 +321,18 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         }
     }
 
-    // Drain: the producer publishes what is left, the consumer applies everything published.
+    // Drain: the producer runs one more delete-check interval, so the last deletes are found
+    // at the pace they would be in a longer run, and a last cycle publishes anything left;
+    // then the consumer applies everything published.
+    say(format!(
+        "workload stopped after {changes} changes; the producer runs one more delete check"
+    ));
+    tokio::time::sleep(DELETE_CHECK_INTERVAL + Duration::from_millis(500)).await;
     producer_stop.cancel();
     producer_task.await??;
-    drain(&producer, DELETE_CHECK_INTERVAL).await?;
+    producer.cycle().await?;
     let published = pstats.published.load(Ordering::Relaxed);
-    say(format!(
-        "workload stopped after {changes} changes; draining {published} events"
-    ));
+    say(format!("the consumer applies what is left of {published} events"));
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let done = cstats.applied.load(Ordering::Relaxed)
@@ -382,7 +386,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
 
 /// For each root row the workload deleted, the time from the legacy delete until cloudsim's
 /// audit log shows its resource deleted. A row a restore brought back before its delete was
-/// found has no such entry and no sample.
+/// found has no sample.
 async fn delete_latencies(
     cloud: &CloudClient,
     deletes: &[(String, domain::Deleted)],
@@ -396,13 +400,16 @@ async fn delete_latencies(
     for (account, deleted) in by_account {
         let audit = cloud.audit(account).await?.unwrap_or_default();
         for d in deleted {
-            let gone = audit.iter().find(|e| {
-                e.op == "delete"
+            // The first delete or create of the key in the cloud after the legacy delete: a
+            // create first means the delete never reached the cloud (a restore brought the
+            // row back) and the key was used again.
+            let next = audit.iter().find(|e| {
+                (e.op == "delete" || e.op == "create")
                     && e.collection == d.collection
                     && e.external_ref.as_deref() == Some(d.id.as_str())
                     && e.at_ms >= d.at_ms
             });
-            if let Some(entry) = gone {
+            if let Some(entry) = next.filter(|e| e.op == "delete") {
                 samples.push(u64::try_from(entry.at_ms - d.at_ms).unwrap_or(0));
             }
         }
