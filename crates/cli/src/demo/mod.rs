@@ -332,7 +332,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     producer_task.await??;
     producer.cycle().await?;
     let published = pstats.published.load(Ordering::Relaxed);
-    say(format!("the consumer applies what is left of {published} events"));
+    say(format!(
+        "the consumer applies what is left of {published} events"
+    ));
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let done = cstats.applied.load(Ordering::Relaxed)
