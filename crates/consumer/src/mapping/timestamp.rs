@@ -71,9 +71,9 @@ fn parse(text: &str) -> Result<Timestamp, String> {
 /// so nothing the legacy database stored is cut off.
 fn format(t: Timestamp) -> String {
     let nanos = t.subsec_nanosecond().unsigned_abs();
-    let pattern = if nanos % 1_000_000 == 0 {
+    let pattern = if nanos.is_multiple_of(1_000_000) {
         "%Y-%m-%dT%H:%M:%S%.3fZ"
-    } else if nanos % 1_000 == 0 {
+    } else if nanos.is_multiple_of(1_000) {
         "%Y-%m-%dT%H:%M:%S%.6fZ"
     } else {
         "%Y-%m-%dT%H:%M:%S%.9fZ"
