@@ -10,8 +10,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::info;
 
-use crate::api::{ApiError, AppState};
-use crate::Faults;
+use crate::api_error::ApiError;
+use crate::faults::Faults;
+use crate::state::AppState;
 
 const DEFAULT_AUDIT_PAGE: u32 = 10_000;
 const MAX_AUDIT_PAGE: u32 = 100_000;
@@ -47,7 +48,7 @@ async fn audit(
     Ok(Json(json!({ "entries": entries, "next": next })))
 }
 
-async fn get_faults(State(state): State<AppState>) -> Json<crate::Faults> {
+async fn get_faults(State(state): State<AppState>) -> Json<Faults> {
     Json(state.faults.read().await.clone())
 }
 

@@ -1,4 +1,4 @@
-//! The HTTP surface: routing, the `/v1` document handlers and JSON error responses.
+//! The HTTP surface: routing and the `/v1` document handlers.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -9,20 +9,16 @@ use axum::routing::get;
 use axum::{middleware, Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use tracing::{debug, error};
+use tracing::debug;
 
-use crate::faults::{self, SharedFaults};
-use crate::store::{CreateOutcome, Store};
-use crate::{admin, Error};
+use crate::admin;
+use crate::api_error::{error_response, ApiError, ApiResult};
+use crate::faults;
+use crate::state::AppState;
+use crate::store::CreateOutcome;
 
 const DEFAULT_PAGE: u32 = 1000;
 const MAX_PAGE: u32 = 10_000;
-
-#[derive(Debug, Clone)]
-pub(crate) struct AppState {
-    pub(crate) store: Store,
-    pub(crate) faults: SharedFaults,
-}
 
 pub(crate) fn router(state: AppState) -> Router {
     // route_layer: faults apply only to matched /v1 routes, never to /admin or /health.
@@ -51,55 +47,6 @@ pub(crate) fn router(state: AppState) -> Router {
         })
         .with_state(state)
 }
-
-/// `{"error": message}` with `status`.
-pub(crate) fn error_response(status: StatusCode, message: String) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
-}
-
-/// A request that fails; each variant maps to one status code.
-#[derive(Debug)]
-pub(crate) enum ApiError {
-    BadRequest(String),
-    NotFound(String),
-    Unprocessable(String),
-    Internal(Error),
-}
-
-impl From<Error> for ApiError {
-    fn from(error: Error) -> Self {
-        ApiError::Internal(error)
-    }
-}
-
-impl From<PathRejection> for ApiError {
-    fn from(rejection: PathRejection) -> Self {
-        ApiError::BadRequest(rejection.body_text())
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(rejection: QueryRejection) -> Self {
-        ApiError::BadRequest(rejection.body_text())
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let (status, message) = match self {
-            ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
-            ApiError::NotFound(message) => (StatusCode::NOT_FOUND, message),
-            ApiError::Unprocessable(message) => (StatusCode::UNPROCESSABLE_ENTITY, message),
-            ApiError::Internal(error) => {
-                error!(%error, "request failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, error.to_string())
-            }
-        };
-        error_response(status, message)
-    }
-}
-
-type ApiResult<T> = Result<T, ApiError>;
 
 #[derive(Debug, Deserialize)]
 struct CollectionPath {

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::RwLock;
 use tracing::debug;
 
-use crate::api::error_response;
+use crate::api_error::error_response;
 
 /// Faults the server injects into `/v1` requests; change them at run time with
 /// `PUT /admin/faults`. All rates are fractions in `0.0..=1.0`.

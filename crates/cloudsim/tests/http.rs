@@ -239,6 +239,15 @@ async fn idempotent_create_replays_and_conflicts() -> anyhow::Result<()> {
     let replay = post("acme", "k1", r#"{"tags": {"b": 2, "a": 1}, "name": "ada"}"#).await?;
     assert_eq!(replay.status(), StatusCode::CREATED);
     assert_eq!(replay.text().await?, first_body);
+    // So is the same request with other whitespace and an escaped character.
+    let replay = post(
+        "acme",
+        "k1",
+        "{\n\t\"name\":\"\\u0061da\",\"tags\":{ \"a\":1 , \"b\":2 }}",
+    )
+    .await?;
+    assert_eq!(replay.status(), StatusCode::CREATED);
+    assert_eq!(replay.text().await?, first_body);
 
     let conflict = post("acme", "k1", r#"{"name": "grace"}"#).await?;
     assert_eq!(conflict.status(), StatusCode::UNPROCESSABLE_ENTITY);

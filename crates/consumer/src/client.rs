@@ -20,9 +20,16 @@ pub enum ApiError {
     },
     /// The API rejected the request; retrying the same request will not help.
     #[error("rejected with {status}: {body}")]
-    Permanent { status: u16, body: String },
+    Rejected { status: StatusCode, body: String },
     #[error("not found")]
     NotFound,
+    /// The API answered with success but not with what it should have (a create without an
+    /// id, an audit log of another shape).
+    #[error("unexpected answer: {message}")]
+    Unexpected { message: String },
+    /// A request URL could not be built from the account, collection or lookup value.
+    #[error("cannot build a request URL: {message}")]
+    Url { message: String },
     /// Not sent: the call's fence was closed (the consumer gave up the account's partition, or
     /// its lease on the account ran out).
     #[error("not sent: this worker no longer holds the account")]
@@ -188,8 +195,8 @@ impl CloudClient {
                     message: format!("{status}: {text}"),
                     retry_after,
                 }),
-                s => Err(ApiError::Permanent {
-                    status: s.as_u16(),
+                s => Err(ApiError::Rejected {
+                    status: s,
                     body: text.into_owned(),
                 }),
             }
@@ -254,9 +261,8 @@ impl CloudClient {
             &self.url(account, collection, None),
             [("external_ref", external_ref), ("limit", "1")],
         )
-        .map_err(|e| ApiError::Permanent {
-            status: 0,
-            body: format!("cannot build a lookup URL: {e}"),
+        .map_err(|e| ApiError::Url {
+            message: e.to_string(),
         })?;
         let page = self.call(Method::GET, url.as_str(), None, None).await?;
         Ok(page
@@ -327,9 +333,8 @@ impl CloudClient {
             let batch: Vec<AuditEntry> = serde_json::from_value(
                 page.get("entries").cloned().unwrap_or_default(),
             )
-            .map_err(|e| ApiError::Permanent {
-                status: 200,
-                body: format!("audit log is not in the expected shape: {e}"),
+            .map_err(|e| ApiError::Unexpected {
+                message: format!("audit log is not in the expected shape: {e}"),
             })?;
             entries.extend(batch);
             match page.get("next").and_then(Json::as_i64) {
@@ -346,9 +351,8 @@ fn created_id(created: &Json) -> Result<String, ApiError> {
         .get("id")
         .and_then(Json::as_str)
         .map(str::to_owned)
-        .ok_or_else(|| ApiError::Permanent {
-            status: 201,
-            body: format!("create answered without an id: {created}"),
+        .ok_or_else(|| ApiError::Unexpected {
+            message: format!("create answered without an id: {created}"),
         })
 }
 

@@ -3,7 +3,7 @@
 
 use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
-use tandem_event::Row;
+use tandem_event::{now_millis, Row};
 
 use crate::{Error, Result};
 
@@ -77,13 +77,6 @@ pub enum Grant {
     Taken,
     /// Another worker holds it.
     Elsewhere,
-}
-
-fn now_millis() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 fn with_create(url: &str) -> String {
@@ -268,7 +261,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let hex: String = payload.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = hex::encode(payload);
         sqlx::query(
             "INSERT INTO consumer_held (account, seq, payload) \
              SELECT $1, COALESCE(MAX(seq), 0) + 1, $2 FROM consumer_held WHERE account = $1",
@@ -326,12 +319,10 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(seq, hex)| {
-                let bytes = (0..hex.len())
-                    .step_by(2)
-                    .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
-                    .collect::<Result<Vec<u8>, _>>()
-                    .map_err(|e| Error::Internal(format!("held message {seq} is not hex: {e}")))?;
+            .map(|(seq, text)| {
+                let bytes = hex::decode(&text).map_err(|e| Error::CorruptStore {
+                    what: format!("held message {seq} of account {account} is not hex: {e}"),
+                })?;
                 Ok((seq, bytes))
             })
             .collect()
@@ -785,6 +776,8 @@ async fn write_position(conn: &mut sqlx::AnyConnection, account: &str, p: &Posit
 
 impl From<serde_json::Error> for Error {
     fn from(e: serde_json::Error) -> Self {
-        Error::Internal(format!("stored row image is not valid JSON: {e}"))
+        Error::CorruptStore {
+            what: format!("a stored row image is not valid JSON: {e}"),
+        }
     }
 }

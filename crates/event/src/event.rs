@@ -33,6 +33,14 @@ impl Value {
     }
 }
 
+/// Now, in epoch milliseconds: the unit of every timestamp in an event.
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or_default()
+}
+
 /// A row's after-image: column name → value.
 pub type Row = BTreeMap<String, Value>;
 

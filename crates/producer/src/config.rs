@@ -96,13 +96,10 @@ impl Sources {
 
     /// Parses sources from text; `origin` names the file in errors.
     pub fn parse(text: &str, origin: &Path) -> Result<Self> {
-        let sources: Sources = toml::from_str(text).map_err(|e| Error::Config {
+        let sources: Sources = from_toml(text).map_err(|(key, message)| Error::Config {
             file: origin.to_path_buf(),
-            key: e
-                .span()
-                .map(|s| format!("at byte {}", s.start))
-                .unwrap_or_default(),
-            message: e.message().to_owned(),
+            key,
+            message,
         })?;
         sources.check(origin)?;
         Ok(sources)
@@ -218,6 +215,23 @@ pub(crate) fn is_identifier(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
+/// Reads TOML text into `T`. An error says where: the key path (`resource[1].fields.amount`,
+/// empty when the text does not parse at all) and the message with its line.
+fn from_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+) -> std::result::Result<T, (String, String)> {
+    serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+        let key = Some(e.path().to_string())
+            .filter(|k| k != ".")
+            .unwrap_or_default();
+        let inner = e.into_inner();
+        let line = inner
+            .span()
+            .map_or(0, |s| text[..s.start].matches('\n').count() + 1);
+        (key, format!("{} (line {line})", inner.message().trim_end()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,7 +263,11 @@ mod tests {
             ("[legacy]\nurl = \"sqlite://x\"\n[[tables]]\nname=\"t\"\nkey=[\"id\"]\nversion_column=\"v\"", "legacy.account_column"),
             ("[legacy]\nurl = \"sqlite://x\"\naccount_column=\"a\"\n[[tables]]\nname=\"t;drop\"\nkey=[\"id\"]\nversion_column=\"v\"", "tables[0].name"),
             ("[legacy]\nurl = \"sqlite://x\"\naccount_column=\"a\"\n[[tables]]\nname=\"t\"\nkey=[]\nversion_column=\"v\"", "tables[0].key"),
-            ("[legacy]\nurl = \"sqlite://x\"\naccount_column=\"a\"\ntables = 3", "at byte"),
+            ("[legacy]\nurl = \"sqlite://x\"\naccount_column=\"a\"\ntables = 3", "legacy.tables: unknown field"),
+            // Typos are named by their path and line, not by a byte offset.
+            ("[legacy]\nurl = \"sqlite://x\"\naccount_column=\"a\"\n[[tables]]\nname=\"t\"\nkey=[\"id\"]\nversion_colum=\"v\"", "tables[0].version_colum: unknown field `version_colum`"),
+            ("[legacy]\nurl = \"sqlite://x\"\naccount_column=\"a\"\n[[tables]]\nname=\"t\"\nkey=[\"id\"]\nversion_colum=\"v\"", "(line 7)"),
+            ("[legacy\nurl = 1", "(line 1)"),
         ];
         for (text, key) in cases {
             let err = parse(text).expect_err(text).to_string();

@@ -29,9 +29,10 @@ mod store;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures::StreamExt;
+pub use tandem_event::now_millis;
 use tandem_event::{Codec, Framing};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -160,13 +161,6 @@ pub struct Producer {
     /// Per account, the published mark (epoch, version) this instance last raised it to; a
     /// batch at or below it needs no raise.
     published: std::sync::Mutex<std::collections::HashMap<String, (i64, i64)>>,
-}
-
-pub fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 impl Producer {

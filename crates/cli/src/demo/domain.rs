@@ -4,6 +4,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use tandem_event::now_millis;
 
 /// The demo's sources file, with `legacy.url` pointing at `sqlite://legacy.db`.
 pub const SOURCES: &str = include_str!("../../../../deploy/demo/sources.toml");
@@ -33,10 +34,6 @@ const TABLES: [(&str, &str); 4] = [
 /// The demo's sources file for a legacy database at `url`.
 pub fn sources_for(url: &str) -> String {
     SOURCES.replace("sqlite://legacy.db", url)
-}
-
-pub fn now_millis() -> i64 {
-    tandem_producer::now_millis()
 }
 
 /// The legacy database of the demo.

@@ -168,7 +168,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     ));
 
     // Broker: the in-process mock cluster unless a real one is given.
-    let suffix = format!("{}-{}", std::process::id(), domain::now_millis());
+    let suffix = format!("{}-{}", std::process::id(), tandem_event::now_millis());
     let topic = format!("tandem-demo-{suffix}");
     let mock;
     let brokers = match &options.brokers {
@@ -269,7 +269,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
 
     // The workload, with a progress line every second.
     let started = Instant::now();
-    let workload_start_ms = domain::now_millis();
+    // Latency of the changes made while the pipeline runs; the seed rows predate it.
+    cstats.measure_latency_from(tandem_event::now_millis());
     let interval = Duration::from_secs_f64(1.0 / f64::from(options.rate.max(1)));
     let mut tick = tokio::time::interval(interval);
     let mut next_report = Duration::from_secs(1);
@@ -363,17 +364,6 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     consumer_task.await??;
     cloud_task.await??;
 
-    // Latency of the changes made while the pipeline ran; the seed rows predate it.
-    let latencies: Vec<u64> = cstats
-        .latencies_ms
-        .lock()
-        .map(|l| {
-            l.iter()
-                .filter(|(occurred, _)| *occurred >= workload_start_ms)
-                .map(|(_, latency)| *latency)
-                .collect()
-        })
-        .unwrap_or_default();
     Ok(DemoReport {
         accounts: accounts.len(),
         restored_accounts: if restored { restoring.len() } else { 0 },
@@ -381,7 +371,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         drift: totals.drift,
         duplicates: totals.duplicates,
         parked,
-        latency_ms: Latency::of(latencies),
+        latency_ms: Latency {
+            count: usize::try_from(cstats.latency_count()).unwrap_or(usize::MAX),
+            p50: cstats.latency_at(0.50),
+            p99: cstats.latency_at(0.99),
+        },
         delete_latency_ms,
     })
 }

@@ -1,10 +1,9 @@
 //! The audit log: one row per applied mutation, written in the mutation's transaction.
 
 use serde::Serialize;
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Sqlite, SqlitePool, Transaction};
 
-use super::Store;
-use crate::Result;
+use crate::error::Result;
 
 #[derive(Debug, Serialize)]
 pub(crate) struct AuditEntry {
@@ -29,51 +28,47 @@ type AuditRow = (
     i64,
 );
 
-impl Store {
-    /// Audit entries after `after_seq`, for one account or all; the second value is the
-    /// cursor for the next page, if there is one.
-    pub(crate) async fn audit(
-        &self,
-        account: Option<&str>,
-        after_seq: i64,
-        limit: u32,
-    ) -> Result<(Vec<AuditEntry>, Option<i64>)> {
-        let mut rows: Vec<AuditRow> = sqlx::query_as(
-            "SELECT seq, account, collection, id, op, external_ref, idempotency_key, at_ms \
-             FROM audit WHERE (? IS NULL OR account = ?) AND seq > ? ORDER BY seq LIMIT ?",
+/// Audit entries after `after_seq`, for one account or all; the second value is the cursor
+/// for the next page, if there is one.
+pub(super) async fn page(
+    pool: &SqlitePool,
+    account: Option<&str>,
+    after_seq: i64,
+    limit: u32,
+) -> Result<(Vec<AuditEntry>, Option<i64>)> {
+    let mut rows: Vec<AuditRow> = sqlx::query_as(
+        "SELECT seq, account, collection, id, op, external_ref, idempotency_key, at_ms \
+         FROM audit WHERE (? IS NULL OR account = ?) AND seq > ? ORDER BY seq LIMIT ?",
+    )
+    .bind(account)
+    .bind(account)
+    .bind(after_seq)
+    .bind(i64::from(limit) + 1)
+    .fetch_all(pool)
+    .await?;
+    let more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let entries: Vec<AuditEntry> = rows
+        .into_iter()
+        .map(
+            |(seq, account, collection, id, op, external_ref, idempotency_key, at_ms)| AuditEntry {
+                seq,
+                account,
+                collection,
+                id,
+                op,
+                external_ref,
+                idempotency_key,
+                at_ms,
+            },
         )
-        .bind(account)
-        .bind(account)
-        .bind(after_seq)
-        .bind(i64::from(limit) + 1)
-        .fetch_all(&self.reader)
-        .await?;
-        let more = rows.len() > limit as usize;
-        rows.truncate(limit as usize);
-        let entries: Vec<AuditEntry> = rows
-            .into_iter()
-            .map(
-                |(seq, account, collection, id, op, external_ref, idempotency_key, at_ms)| {
-                    AuditEntry {
-                        seq,
-                        account,
-                        collection,
-                        id,
-                        op,
-                        external_ref,
-                        idempotency_key,
-                        at_ms,
-                    }
-                },
-            )
-            .collect();
-        let next = if more {
-            entries.last().map(|entry| entry.seq)
-        } else {
-            None
-        };
-        Ok((entries, next))
-    }
+        .collect();
+    let next = if more {
+        entries.last().map(|entry| entry.seq)
+    } else {
+        None
+    };
+    Ok((entries, next))
 }
 
 pub(super) struct Audit<'a> {

@@ -11,12 +11,12 @@ use serde_json::{Map, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
-use crate::{Error, Result};
+use crate::error::{Error, Result};
 
 mod audit;
 mod request_hash;
 
-use audit::Audit;
+use audit::{Audit, AuditEntry};
 use request_hash::request_hash;
 
 /// How long a connection waits for a lock held by another process before giving up.
@@ -290,6 +290,17 @@ impl Store {
         audit.append(&mut tx).await?;
         tx.commit().await?;
         Ok(Some(doc))
+    }
+
+    /// Audit entries after `after_seq`, for one account or all; the second value is the
+    /// cursor for the next page, if there is one.
+    pub(crate) async fn audit(
+        &self,
+        account: Option<&str>,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<(Vec<AuditEntry>, Option<i64>)> {
+        audit::page(&self.reader, account, after_seq, limit).await
     }
 
     /// Deletes the document; `false` when it did not exist.

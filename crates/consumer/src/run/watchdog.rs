@@ -20,8 +20,9 @@ use rdkafka::consumer::Consumer as _;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{now_millis, Inner};
+use super::Inner;
 use crate::{Error, Result};
+use tandem_event::now_millis;
 
 /// The longest wait between two rejoins.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -193,7 +194,10 @@ impl Inner {
                     .map(|m| m.topics().first().map_or(0, |t| t.partitions().len()))
             })
             .await
-            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| Error::Task {
+                what: "group watchdog",
+                message: e.to_string(),
+            })?
             .map_err(broker_error)?
         };
         let mut health = Health {
@@ -216,7 +220,10 @@ impl Inner {
                 .collect::<Result<Vec<_>, _>>()
         })
         .await
-        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::Task {
+            what: "group watchdog",
+            message: e.to_string(),
+        })?
         .map_err(broker_error)?;
         health.lagging = ends
             .into_iter()

@@ -1,0 +1,92 @@
+//! Resuming parked accounts: the held events of an account an operator resumed are applied
+//! again, oldest first, under the account's lease.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::lease::Held;
+use super::Inner;
+use crate::store::{Grant, LeaseId};
+use crate::{Disposition, Result};
+
+impl Inner {
+    /// Every second until `stop`, applies the held events of the accounts resumed meanwhile.
+    /// A task of its own, tracked with the workers: a slow cloud API delays only the resumed
+    /// accounts, never the reading of the topic, and `stop` ends it mid-call.
+    pub(super) async fn resume_loop(self: Arc<Self>, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.resume_parked(&stop).await {
+                self.fail(e);
+                return;
+            }
+        }
+    }
+
+    /// Applies the held events of accounts an operator resumed, oldest first; an account whose
+    /// event fails again is parked again, one whose held events all applied is unparked. Each
+    /// account is worked on under its lease, so no worker of any member applies or holds its
+    /// events meanwhile; an account whose lease is held elsewhere waits for the next round.
+    async fn resume_parked(&self, stop: &CancellationToken) -> Result<()> {
+        let store = self.engine.store();
+        let ttl = self.options.lease_ttl;
+        let lease = LeaseId {
+            group: self.options.group.clone(),
+            owner: format!("{}/resume", self.member),
+        };
+        for account in store.resume_requested().await? {
+            if stop.is_cancelled() {
+                return Ok(());
+            }
+            let mut stuck = false;
+            for (seq, bytes) in store.held(&account).await? {
+                let asked = Instant::now();
+                if store.try_lease(&lease, &account, ttl).await? == Grant::Elsewhere {
+                    stuck = true;
+                    break;
+                }
+                let event = match self.codec.decode(&bytes) {
+                    Ok(event) => event,
+                    Err(e) => {
+                        warn!(account, seq, error = %e, "held message no longer decodes; dropped");
+                        store.release(&account, seq).await?;
+                        continue;
+                    }
+                };
+                let fence = Held::asked_at(asked, ttl).fence(stop);
+                match self.engine.apply_until(&event, None, &fence, &lease).await {
+                    Ok(outcome) => {
+                        self.record(&event, outcome);
+                        store.release(&account, seq).await?;
+                    }
+                    Err(e) => match e.disposition() {
+                        // Tried again next round (or by the next member, after a stop).
+                        Disposition::Retry | Disposition::Fenced => {
+                            stuck = true;
+                            break;
+                        }
+                        Disposition::Fatal => return Err(e),
+                        Disposition::Park => {
+                            error!(account, event_id = %event.event_id, error = %e, "resumed account fails again; parked");
+                            store.repark(&account, &e.to_string()).await?;
+                            stuck = true;
+                            break;
+                        }
+                    },
+                }
+            }
+            if !stuck && store.unpark(&account).await? {
+                info!(account, "account resumed");
+            }
+            store.release_lease(&lease, &account).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,299 @@
+//! From a message to an applied event: each message is handed to its account's queue, and one
+//! worker per account applies the queue in order under the account's lease — holding the
+//! events of a parked account, retrying transient failures in place, and dead-lettering and
+//! parking on a permanent one.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder as _, ExponentialBuilder};
+
+use rdkafka::message::{Message, OwnedMessage};
+use tandem_event::{now_millis, ChangeEvent};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{error, warn};
+
+use super::lease::AccountLease;
+use super::tracker::{lock, Tracker, Work};
+use super::Inner;
+use crate::apply::Outcome;
+use crate::store::LeaseId;
+use crate::{Disposition, Result};
+
+/// The longest wait between two tries of an event that keeps failing transiently.
+const MAX_EVENT_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// Waits between tries of one event: from half a second, doubling, with jitter, at most
+/// [`MAX_EVENT_RETRY_DELAY`], without end (an event is never skipped).
+fn event_retries() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(MAX_EVENT_RETRY_DELAY)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+impl Inner {
+    /// Takes in one message: skips it if the store says it was applied, dead-letters it if it
+    /// does not decode, else queues it behind its account's earlier events.
+    pub(super) async fn dispatch(
+        self: &Arc<Self>,
+        message: OwnedMessage,
+        slot: OwnedSemaphorePermit,
+    ) -> Result<()> {
+        let key = (message.topic().to_owned(), message.partition());
+        let offset = message.offset();
+        let (generation, stored) = self.partition_next(&key).await?;
+        if self.rewind(&key, offset, generation) {
+            return Ok(());
+        }
+        let below = |tracker: &mut Tracker| {
+            if let Some(p) = tracker.partitions.get_mut(&key) {
+                p.next = p.next.max(offset + 1);
+            }
+        };
+        if offset < stored {
+            // Applied before, per the store: a re-delivery after a crash or a rebalance.
+            tracing::debug!(partition = key.1, offset, "already applied per the store");
+            self.stats.already_applied.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let event = match self.codec.decode(message.payload().unwrap_or_default()) {
+            Ok(event) => event,
+            Err(e) => {
+                self.begin(&key, offset, generation);
+                self.dead_letter(&message, &e.to_string()).await?;
+                let watermark = self.watermark(&key, offset, generation);
+                self.engine
+                    .skip_position(self.position(&key, offset, watermark))
+                    .await?;
+                self.finish(&key, offset, generation);
+                return Ok(());
+            }
+        };
+        if offset < self.account_next(&key, &event.account_id).await? {
+            tracing::debug!(partition = key.1, offset, account = %event.account_id, "already applied per the store");
+            self.stats.already_applied.fetch_add(1, Ordering::Relaxed);
+            below(&mut lock(&self.tracker));
+            return Ok(());
+        }
+        let account = event.account_id.clone();
+        let mut tracker = lock(&self.tracker);
+        if tracker.generation != generation {
+            return Ok(());
+        }
+        let work = Work {
+            generation,
+            fence: tracker.fence.clone(),
+            partition: key.clone(),
+            message,
+            event,
+            _slot: slot,
+        };
+        if let Some(p) = tracker.partitions.get_mut(&key) {
+            p.pending.insert(offset);
+            p.next = p.next.max(offset + 1);
+        }
+        match tracker.queues.get_mut(&account) {
+            Some(queue) => queue.push_back(work),
+            None => {
+                tracker
+                    .queues
+                    .insert(account.clone(), VecDeque::from([work]));
+                self.workers.spawn(self.clone().worker(account));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one account's queued events in order, then exits when its queue is empty. The
+    /// account's lease is taken before its first event and given up at the end.
+    pub(super) async fn worker(self: Arc<Self>, account: String) {
+        let run = self.worker_runs.fetch_add(1, Ordering::Relaxed);
+        let mut lease = AccountLease {
+            id: LeaseId {
+                group: self.options.group.clone(),
+                owner: format!("{}/{run}", self.member),
+            },
+            held: None,
+            next: HashMap::new(),
+        };
+        loop {
+            let work = {
+                let mut tracker = lock(&self.tracker);
+                let next = tracker
+                    .queues
+                    .get_mut(&account)
+                    .and_then(VecDeque::pop_front);
+                match next {
+                    Some(work) if work.generation == tracker.generation => work,
+                    // Abandoned by a rebalance or shutdown: Kafka delivers it again.
+                    Some(_) => continue,
+                    None => {
+                        tracker.queues.remove(&account);
+                        break;
+                    }
+                }
+            };
+            if let Err(e) = self.process(&work, &mut lease).await {
+                error!(account, "the worker met an error it cannot go on from");
+                self.fail(e);
+            }
+        }
+        if lease.held.is_some() {
+            let store = self.engine.store();
+            if let Err(e) = store.release_lease(&lease.id, &account).await {
+                // It expires on its own; another member waits until then.
+                warn!(account, error = %e, "cannot give up the account's lease");
+            }
+        }
+    }
+
+    /// Applies one event; a parked account's event is kept, a transient failure retried in
+    /// place (the account waits, others flow), a permanent one dead-letters the message and
+    /// parks the account.
+    pub(super) async fn process(&self, work: &Work, lease: &mut AccountLease) -> Result<()> {
+        let Work {
+            generation,
+            partition: key,
+            message,
+            event,
+            ..
+        } = work;
+        let (generation, offset) = (*generation, message.offset());
+        // Waiting for the lease (another member may hold it) takes no applier.
+        if self
+            .fresh_lease(&event.account_id, lease, &work.fence)
+            .await?
+            .is_none()
+        {
+            return Ok(());
+        }
+        let Ok(_applier) = self.appliers.acquire().await else {
+            return Ok(());
+        };
+        if work.fence.is_cancelled() {
+            // Abandoned while it waited for an applier.
+            return Ok(());
+        }
+        let store = self.engine.store();
+        let payload = message.payload().unwrap_or_default();
+        let mut retries = event_retries();
+        loop {
+            let Some(held) = self
+                .fresh_lease(&event.account_id, lease, &work.fence)
+                .await?
+            else {
+                return Ok(());
+            };
+            if self
+                .applied_before(key, &event.account_id, offset, lease)
+                .await?
+            {
+                tracing::debug!(partition = key.1, offset, account = %event.account_id, "already applied per the store");
+                self.stats.already_applied.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+            let position = self.position(key, offset, self.watermark(key, offset, generation));
+            if store.parked_reason(&event.account_id).await?.is_some() {
+                // The account waits for an operator; its events are kept in order meanwhile.
+                match store
+                    .hold(&event.account_id, payload, None, position, Some(&lease.id))
+                    .await
+                {
+                    Ok(()) => {
+                        self.stats.held.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Err(e) if e.is_fenced() => {
+                        lease.held = None;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            tracing::debug!(partition = key.1, offset, account = %event.account_id, kind = %event.kind, entity = %event.entity_type, key = %event.entity_id, "applying");
+            match self
+                .engine
+                .apply_until(
+                    event,
+                    Some(position.clone()),
+                    &held.fence(&work.fence),
+                    &lease.id,
+                )
+                .await
+            {
+                Ok(outcome) => {
+                    self.record(event, outcome);
+                    break;
+                }
+                Err(e) => match e.disposition() {
+                    Disposition::Fatal => return Err(e),
+                    // Revoked or stopping: left unrecorded, delivered again.
+                    Disposition::Fenced | Disposition::Retry if work.fence.is_cancelled() => {
+                        return Ok(())
+                    }
+                    Disposition::Fenced => {
+                        // The lease is due for renewal before the next call, or was lost:
+                        // renew or take it again, and see where the account is.
+                        lease.held = None;
+                        continue;
+                    }
+                    Disposition::Retry => {
+                        // The client's own retries are spent: the event is tried again, for
+                        // as long as it takes, further apart each time. Only this account
+                        // waits; no event is skipped.
+                        let wait = retries.next().unwrap_or(MAX_EVENT_RETRY_DELAY);
+                        warn!(account = %event.account_id, event_id = %event.event_id, error = %e, ?wait, "transient failure; retrying the event");
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = work.fence.cancelled() => return Ok(()),
+                        }
+                    }
+                    Disposition::Park => {
+                        // The account is parked: this event and its later ones are kept until an
+                        // operator fixed the cause and resumed it (`tandem accounts resume`).
+                        error!(account = %event.account_id, event_id = %event.event_id, error = %e, "event cannot be applied; dead-lettered and the account parked");
+                        let reason = e.to_string();
+                        self.dead_letter(message, &reason).await?;
+                        match store
+                            .hold(
+                                &event.account_id,
+                                payload,
+                                Some(&reason),
+                                position,
+                                Some(&lease.id),
+                            )
+                            .await
+                        {
+                            Ok(()) => break,
+                            Err(e) if e.is_fenced() => {
+                                // The next holder applies the event again (and dead-letters it
+                                // again if it still fails).
+                                lease.held = None;
+                                continue;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    }
+                },
+            }
+        }
+        self.finish(key, offset, generation);
+        Ok(())
+    }
+
+    pub(super) fn record(&self, event: &ChangeEvent, outcome: Outcome) {
+        match outcome {
+            Outcome::Applied => {
+                self.stats.applied.fetch_add(1, Ordering::Relaxed);
+                self.stats.record_latency(event.occurred_at, now_millis());
+            }
+            Outcome::Skipped => {
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
