@@ -1,0 +1,111 @@
+//! The consumer's store (SQLite or PostgreSQL, chosen by URL), one file per part:
+//!
+//! - [`mirror`]: the source mirror (latest row image per legacy key) and the ID map, written
+//!   together with an event's positions by [`Store::commit`];
+//! - [`parking`]: accounts parked by a failing event, their held events, and resources waiting
+//!   for a reference;
+//! - [`positions`]: applied positions per partition and per account;
+//! - [`leases`]: account leases per consumer group;
+//! - [`members`]: the members of each group as they see themselves.
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+
+use crate::{Error, Result};
+
+mod leases;
+mod members;
+mod mirror;
+mod parking;
+mod positions;
+
+pub use leases::{Grant, LeaseId};
+pub use mirror::{Bookkeeping, Mapped, MirrorRow, ResourceKey};
+pub use positions::Position;
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+fn with_create(url: &str) -> String {
+    if url.starts_with("sqlite:") && !url.contains("mode=") && !url.contains(":memory:") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}mode=rwc")
+    } else {
+        url.to_owned()
+    }
+}
+
+impl Store {
+    pub async fn open(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let pool = AnyPoolOptions::new()
+            .max_connections(if sqlite { 1 } else { 8 })
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        // With the write-ahead log, a commit survives a crash of the process
+                        // without waiting for the disk; only a power loss can take back the
+                        // last commits, and what they recorded is repeated idempotently.
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&with_create(url))
+            .await
+            .map_err(|source| Error::Connect {
+                what: "consumer store",
+                url: url.to_owned(),
+                source,
+            })?;
+        let mut migrator = sqlx::migrate!();
+        // The producer may keep its tables in the same database, with migrations of its own.
+        migrator.set_ignore_missing(true);
+        migrator.run(&pool).await.map_err(Error::Migrate)?;
+        Ok(Store { pool })
+    }
+
+    /// Opens a store that `tandem consume` made, creating and migrating nothing: for commands
+    /// that look at it or leave requests in it. A wrong URL is an error, not a new empty store.
+    pub async fn open_existing(url: &str) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let missing = |reason: String| Error::StoreMissing {
+            url: url.to_owned(),
+            reason,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await
+            .map_err(|e| {
+                let relative = if url.starts_with("sqlite:") {
+                    " (a sqlite:// path is relative to the working directory)"
+                } else {
+                    ""
+                };
+                missing(format!("{e}{relative}"))
+            })?;
+        let probe = sqlx::query("SELECT 1 FROM consumer_accounts LIMIT 1")
+            .fetch_optional(&pool)
+            .await;
+        match probe {
+            Ok(_) => {}
+            // SQLite says "no such table", PostgreSQL "undefined table" (42P01).
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("42P01")
+                    || e.message().contains("no such table") =>
+            {
+                return Err(missing(
+                    "it holds no consumer tables; has `tandem consume` run against it?".into(),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Store { pool })
+    }
+}
