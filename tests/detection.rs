@@ -604,7 +604,11 @@ async fn a_snapshot_wraps_every_row_in_markers() -> anyhow::Result<()> {
 
     notes.update(A, 2).await?;
     notes.delete(A, [3]).await?;
-    let published = producer.snapshot(A, "snap-1").await? as usize;
+    let tandem_producer::Snapshot::Published(published) = producer.snapshot(A, "snap-1").await?
+    else {
+        anyhow::bail!("the snapshot was asked of another instance");
+    };
+    let published = published as usize;
     let events = reader.take(published).await?;
     let shorts: Vec<String> = events.iter().map(|(_, e)| short(e)).collect();
     ensure!(
@@ -632,9 +636,9 @@ async fn detections_handed_in_over_http_with_bad_lines_mixed_in() -> anyhow::Res
         tandem_producer::Publisher::connect(&brokers, &topic, tandem_event::Codec::default(), &[])
             .await?;
     let stop = tokio_util::sync::CancellationToken::new();
+    let outbox = tandem_producer::Outbox::new(store, publisher);
     let (addr, server) =
-        tandem_producer::ingest::serve("127.0.0.1:0".parse()?, store, publisher, stop.clone())
-            .await?;
+        tandem_producer::ingest::serve("127.0.0.1:0".parse()?, outbox, stop.clone()).await?;
     let body = [
         r#"{"kind":"CREATED","entity_type":"contacts","entity_id":"1","version":10,"data":{"name":"Ada","balance":"12.50"}}"#,
         r#"{"kind":"CREATED","entity_type":"contacts","entity_id":"2","version":"eleven","data":{}}"#,

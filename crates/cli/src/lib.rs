@@ -1,8 +1,9 @@
 //! The `tandem` command: the demo, the producer, the consumer, cloudsim and verify, wired
 //! from flags and config files. `main.rs` only parses arguments and maps errors to exit codes.
 
+pub mod args;
 pub mod bench;
-pub mod cli;
+pub mod commands;
 pub mod demo;
 pub mod verify;
 

@@ -5,9 +5,9 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() {
-    let cli = tandem_cli::cli::Cli::parse();
+    let cli = tandem_cli::args::Cli::parse();
     let default_level = match cli.command {
-        tandem_cli::cli::Command::Demo(_) | tandem_cli::cli::Command::Verify(_) => "warn",
+        tandem_cli::args::Command::Demo(_) | tandem_cli::args::Command::Verify(_) => "warn",
         _ => "info",
     };
     tracing_subscriber::fmt()
@@ -18,7 +18,7 @@ async fn main() {
         }))
         .with_writer(std::io::stderr)
         .init();
-    let code = match tandem_cli::cli::run(cli).await {
+    let code = match tandem_cli::commands::run(cli).await {
         Ok(code) => code,
         Err(e) => {
             eprintln!("tandem: {e:#}");

@@ -28,7 +28,7 @@ use serde_json::Value as Json_;
 use tandem_event::{ChangeEvent, Kind, Row, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::{now_millis, Error, Publisher, Result, Store};
+use crate::{now_millis, Checkpoint, Error, Outbox, Result};
 
 /// One detection handed in.
 #[derive(Debug, Clone, PartialEq)]
@@ -223,49 +223,53 @@ pub fn parse_lines(
 /// `DATABASE_RESTORED` moves its account to the next one), and returns them once Kafka
 /// acknowledged every one.
 pub async fn publish_detections(
-    store: &Store,
-    publisher: &Publisher,
+    outbox: &Outbox,
     detections: &[Detection],
 ) -> Result<Vec<ChangeEvent>> {
-    let mut states = BTreeMap::new();
-    let mut events = Vec::with_capacity(detections.len());
-    let mut restored = Vec::new();
-    let detected_at = now_millis();
+    // Per account, in the order handed in; accounts are independent of one another.
+    let mut by_account: BTreeMap<&str, Vec<&Detection>> = BTreeMap::new();
     for detection in detections {
-        let account = detection
-            .account_id
-            .clone()
-            .ok_or_else(|| Error::Internal("a detection without an account".into()))?;
-        if !states.contains_key(&account) {
-            states.insert(account.clone(), store.account(&account).await?);
-        }
-        let state = states
-            .get_mut(&account)
-            .ok_or_else(|| Error::Internal("account state vanished".into()))?;
-        if detection.kind == Kind::DatabaseRestored {
-            state.epoch += 1;
-            restored.push(account.clone());
-        }
-        let mut event = ChangeEvent::new(
-            &account,
-            detection.kind,
-            &detection.entity_type,
-            &detection.entity_id,
-            state.epoch,
-            detection.version,
-        );
-        event.data = detection.data.clone();
-        event.occurred_at = detection.occurred_at.unwrap_or(detected_at);
-        event.detected_at = detected_at;
-        events.push(event);
+        let account = detection.account_id.as_deref().ok_or_else(|| {
+            Error::Detection(format!(
+                "{} {}/{} names no account",
+                detection.kind, detection.entity_type, detection.entity_id
+            ))
+        })?;
+        by_account.entry(account).or_default().push(detection);
     }
-    publisher.publish(&events).await?;
-    for account in restored {
-        if let Some(state) = states.get(&account) {
-            store.set_account(&account, state).await?;
+    let detected_at = now_millis();
+    let mut published = Vec::with_capacity(detections.len());
+    for (account, detections) in by_account {
+        let mut state = outbox.store().account(account).await?;
+        let mut restored = false;
+        let mut events = Vec::with_capacity(detections.len());
+        for detection in detections {
+            if detection.kind == Kind::DatabaseRestored {
+                state.epoch += 1;
+                restored = true;
+            }
+            let mut event = ChangeEvent::new(
+                account,
+                detection.kind,
+                &detection.entity_type,
+                &detection.entity_id,
+                state.epoch,
+                detection.version,
+            );
+            event.data = detection.data.clone();
+            event.occurred_at = detection.occurred_at.unwrap_or(detected_at);
+            event.detected_at = detected_at;
+            events.push(event);
         }
+        outbox
+            .send(account, &events, Checkpoint::Nothing, None)
+            .await?;
+        if restored {
+            outbox.store().set_account(account, &state).await?;
+        }
+        published.extend(events);
     }
-    Ok(events)
+    Ok(published)
 }
 
 #[derive(Debug, Serialize)]
@@ -275,13 +279,13 @@ struct Answer {
 }
 
 async fn post_detections(
-    State(state): State<Arc<(Store, Publisher)>>,
+    State(outbox): State<Arc<Outbox>>,
     Path(account): Path<String>,
     body: String,
 ) -> Response {
     let (good, rejected) = parse_lines(&body, Accounts::Only(&account));
     let detections: Vec<Detection> = good.into_iter().map(|(_, d)| d).collect();
-    if let Err(e) = publish_detections(&state.0, &state.1, &detections).await {
+    if let Err(e) = publish_detections(&outbox, &detections).await {
         let error = serde_json::json!({ "error": e.to_string() });
         return (StatusCode::SERVICE_UNAVAILABLE, Json(error)).into_response();
     }
@@ -298,26 +302,25 @@ async fn post_detections(
 }
 
 /// The producer's HTTP API: `POST /v1/accounts/{account}/detections` with JSON lines.
-pub fn router(store: Store, publisher: Publisher) -> Router {
+pub fn router(outbox: Outbox) -> Router {
     Router::new()
         .route("/v1/accounts/{account}/detections", post(post_detections))
-        .with_state(Arc::new((store, publisher)))
+        .with_state(Arc::new(outbox))
 }
 
 /// Serves [`router`] on `addr` until `shutdown`; returns the bound address once listening.
 pub async fn serve(
     addr: SocketAddr,
-    store: Store,
-    publisher: Publisher,
+    outbox: Outbox,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<std::io::Result<()>>)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| Error::Internal(format!("cannot listen on {addr}: {e}")))?;
+        .map_err(|source| Error::Listen { addr, source })?;
     let bound = listener
         .local_addr()
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    let app = router(store, publisher);
+        .map_err(|source| Error::Listen { addr, source })?;
+    let app = router(outbox);
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })

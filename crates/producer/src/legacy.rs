@@ -142,9 +142,10 @@ impl Legacy {
             .await?;
         let get = |name: &str| match rows.first().and_then(|r| r.get(name)) {
             Some(Value::Long(v)) => Ok(*v),
-            other => Err(Error::Internal(format!(
-                "snapshot bound {name} is {other:?}"
-            ))),
+            other => Err(Error::LegacyAnswer {
+                key: format!("pg_current_snapshot() {name}"),
+                message: format!("is {other:?}, not a number"),
+            }),
         };
         Ok(Some((get("xmin")?, get("xmax")?)))
     }
@@ -162,13 +163,17 @@ impl Legacy {
         match &self.version_query {
             Some(sql) => match self.scalar(account, sql).await? {
                 Some(Value::Long(v)) => Ok(Some(v)),
-                Some(Value::String(s)) => s.trim().parse().map(Some).map_err(|_| {
-                    Error::Internal(format!("legacy.version_query returned {s:?}, not a number"))
-                }),
+                Some(Value::String(s)) => {
+                    s.trim().parse().map(Some).map_err(|_| Error::LegacyAnswer {
+                        key: "legacy.version_query".into(),
+                        message: format!("returned {s:?}, not a number"),
+                    })
+                }
                 None | Some(Value::Null) => Ok(None),
-                Some(other) => Err(Error::Internal(format!(
-                    "legacy.version_query returned {other:?}, not a number"
-                ))),
+                Some(other) => Err(Error::LegacyAnswer {
+                    key: "legacy.version_query".into(),
+                    message: format!("returned {other:?}, not a number"),
+                }),
             },
             None => Ok(None),
         }

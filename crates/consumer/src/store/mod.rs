@@ -8,7 +8,6 @@
 //! - [`leases`]: account leases per consumer group;
 //! - [`members`]: the members of each group as they see themselves.
 
-use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
 
 use crate::{Error, Result};
@@ -28,35 +27,9 @@ pub struct Store {
     pool: AnyPool,
 }
 
-fn with_create(url: &str) -> String {
-    if url.starts_with("sqlite:") && !url.contains("mode=") && !url.contains(":memory:") {
-        let sep = if url.contains('?') { '&' } else { '?' };
-        format!("{url}{sep}mode=rwc")
-    } else {
-        url.to_owned()
-    }
-}
-
 impl Store {
     pub async fn open(url: &str) -> Result<Self> {
-        sqlx::any::install_default_drivers();
-        let sqlite = url.starts_with("sqlite:");
-        let pool = AnyPoolOptions::new()
-            .max_connections(if sqlite { 1 } else { 8 })
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if sqlite {
-                        // With the write-ahead log, a commit survives a crash of the process
-                        // without waiting for the disk; only a power loss can take back the
-                        // last commits, and what they recorded is repeated idempotently.
-                        sqlx::query("PRAGMA synchronous = NORMAL")
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&with_create(url))
+        let pool = tandem_sql::open(url)
             .await
             .map_err(|source| Error::Connect {
                 what: "consumer store",
@@ -73,23 +46,18 @@ impl Store {
     /// Opens a store that `tandem consume` made, creating and migrating nothing: for commands
     /// that look at it or leave requests in it. A wrong URL is an error, not a new empty store.
     pub async fn open_existing(url: &str) -> Result<Self> {
-        sqlx::any::install_default_drivers();
         let missing = |reason: String| Error::StoreMissing {
             url: url.to_owned(),
             reason,
         };
-        let pool = AnyPoolOptions::new()
-            .max_connections(1)
-            .connect(url)
-            .await
-            .map_err(|e| {
-                let relative = if url.starts_with("sqlite:") {
-                    " (a sqlite:// path is relative to the working directory)"
-                } else {
-                    ""
-                };
-                missing(format!("{e}{relative}"))
-            })?;
+        let pool = tandem_sql::open_existing(url).await.map_err(|e| {
+            let relative = if url.starts_with("sqlite:") {
+                " (a sqlite:// path is relative to the working directory)"
+            } else {
+                ""
+            };
+            missing(format!("{e}{relative}"))
+        })?;
         let probe = sqlx::query("SELECT 1 FROM consumer_accounts LIMIT 1")
             .fetch_optional(&pool)
             .await;

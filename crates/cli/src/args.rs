@@ -1,20 +1,11 @@
-//! Command-line arguments and what each command does.
+//! The command line: every command's arguments, with their help, environment variables and
+//! defaults. What each command does is in `commands/`.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use tandem_consumer::mapping::Mapping;
-use tandem_consumer::{CloudClient, Consumer, Engine, Store};
 use tandem_event::Framing;
-use tandem_producer::config::Sources;
-use tandem_producer::legacy::Legacy;
-use tandem_producer::Producer;
-
-use crate::demo::{self, DemoOptions};
-use crate::shutdown_on_signal;
 
 /// Tandem keeps customers' accounts on the cloud platform in step with their legacy data, over
 /// Kafka change streams.
@@ -193,10 +184,14 @@ pub struct ProduceArgs {
     /// Serve `POST /v1/accounts/{account}/detections` (JSON lines) on this address.
     #[arg(long, env = "TANDEM_PRODUCER_HTTP")]
     pub http: Option<std::net::SocketAddr>,
+    /// On SIGTERM/SIGINT, how long the cycle under way may take to finish the batch it is
+    /// sending and stop (a snapshot under way is left unfinished and starts again next time).
+    #[arg(long, env = "TANDEM_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
 }
 
 impl ProduceArgs {
-    fn options(&self) -> tandem_producer::Options {
+    pub fn options(&self) -> tandem_producer::Options {
         tandem_producer::Options {
             brokers: self.kafka.brokers.clone(),
             topic: self.kafka.topic.clone(),
@@ -211,6 +206,7 @@ impl ProduceArgs {
             kafka: self.kafka.kafka.clone(),
             delete_check_interval: self.delete_check_interval,
             lease_ttl: self.lease_ttl,
+            grace: self.grace,
         }
     }
 }
@@ -223,6 +219,10 @@ pub struct SnapshotArgs {
     /// An id for the snapshot (default: generated from the account and the time).
     #[arg(long)]
     pub snapshot_id: Option<String>,
+    /// When a running producer holds the account, how long to wait for it to publish the
+    /// snapshot before giving up waiting (the request stays).
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub wait: Duration,
     #[command(flatten)]
     pub produce: ProduceArgs,
 }
@@ -397,332 +397,6 @@ pub struct VerifyArgs {
     /// List the keys of the documents out of step, not only their counts.
     #[arg(long)]
     pub keys: bool,
-}
-
-/// Runs a parsed command. Returns the process exit code.
-pub async fn run(cli: Cli) -> anyhow::Result<i32> {
-    match cli.command {
-        Command::Demo(args) => run_demo(args).await,
-        Command::Produce(args) => run_produce(args).await,
-        Command::Consume(args) => run_consume(args).await,
-        Command::Cloudsim(args) => run_cloudsim(args).await,
-        Command::Verify(args) => run_verify(args).await,
-        Command::Workload(args) => run_workload(args).await,
-        Command::Snapshot(args) => run_snapshot(args).await,
-        Command::Publish(args) => run_publish(args).await,
-        Command::Bench(args) => crate::bench::run(args).await,
-        Command::Accounts(args) => run_accounts(args).await,
-    }
-}
-
-async fn run_workload(args: WorkloadArgs) -> anyhow::Result<i32> {
-    use rand::Rng as _;
-    let legacy = demo::domain::LegacyDb::create(&args.legacy)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot create the legacy database {}",
-                args.legacy.display()
-            )
-        })?;
-    let mut rng = demo::domain::rng(args.seed);
-    let accounts: Vec<String> = (1..=args.accounts.max(1))
-        .map(|i| format!("acct-{i:04}"))
-        .collect();
-    for account in &accounts {
-        legacy.seed(account, &mut rng).await?;
-    }
-    eprintln!(
-        "seeded {} accounts in {}; changing about {} rows a second",
-        accounts.len(),
-        args.legacy.display(),
-        args.rate
-    );
-    let stop = shutdown_on_signal();
-    let started = std::time::Instant::now();
-    let mut tick =
-        tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1))));
-    let mut changes = 0u64;
-    while !stop.is_cancelled() && args.duration.is_none_or(|d| started.elapsed() < d) {
-        tokio::select! {
-            _ = stop.cancelled() => break,
-            _ = tick.tick() => {}
-        }
-        let account = &accounts[rng.random_range(0..accounts.len())];
-        changes += legacy.random_change(account, &mut rng).await?.rows;
-    }
-    eprintln!("made {changes} changes");
-    Ok(0)
-}
-
-async fn run_demo(args: DemoArgs) -> anyhow::Result<i32> {
-    let report = demo::run(DemoOptions {
-        accounts: args.accounts.max(1),
-        duration: Duration::from_secs(args.duration),
-        rate: args.rate,
-        brokers: args.brokers,
-        store_url: args.store,
-        partitions: args.partitions.max(1),
-        dir: args.dir,
-        progress: true,
-        seed: args.seed,
-        kafka: Vec::new(),
-        restores: args.restores,
-    })
-    .await?;
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        println!(
-            "{} accounts ({} restored from a backup during the run), {} events applied; drift: {} missing, {} extra, {} different; {} duplicates; {} parked; latency p50 {} ms, p99 {} ms; deletes p50 {} ms, p99 {} ms",
-            report.accounts,
-            report.restored_accounts,
-            report.events_applied,
-            report.drift.missing,
-            report.drift.extra,
-            report.drift.different,
-            report.duplicates,
-            report.parked,
-            report.latency_ms.p50,
-            report.latency_ms.p99,
-            report.delete_latency_ms.p50,
-            report.delete_latency_ms.p99,
-        );
-    }
-    Ok(if report.is_clean() { 0 } else { 1 })
-}
-
-async fn run_produce(args: ProduceArgs) -> anyhow::Result<i32> {
-    let sources = Sources::load(&args.sources)?;
-    if let Some(partitions) = args.create_topic {
-        let k = &args.kafka;
-        tandem_producer::ensure_topic(&k.brokers, &k.topic, partitions, &k.kafka).await?;
-        let dlq = format!("{}.dlq", k.topic);
-        tandem_producer::ensure_topic(&k.brokers, &dlq, 1, &k.kafka).await?;
-    }
-    let producer = Producer::connect(&sources, &args.sources, args.options()).await?;
-    if args.once {
-        let published = producer.cycle().await?;
-        eprintln!("published {published} events");
-        return Ok(0);
-    }
-    let shutdown = shutdown_on_signal();
-    let http = match args.http {
-        Some(addr) => {
-            let publisher = tandem_producer::Publisher::connect(
-                &args.kafka.brokers,
-                &args.kafka.topic,
-                tandem_event::Codec::new(args.options().framing)?,
-                &args.kafka.kafka,
-            )
-            .await?;
-            let (bound, task) = tandem_producer::ingest::serve(
-                addr,
-                producer.store().clone(),
-                publisher,
-                shutdown.child_token(),
-            )
-            .await?;
-            tracing::info!(%bound, "accepting detections over HTTP");
-            Some(task)
-        }
-        None => None,
-    };
-    producer.run(shutdown).await?;
-    if let Some(task) = http {
-        task.await??;
-    }
-    Ok(0)
-}
-
-async fn run_accounts(args: AccountsArgs) -> anyhow::Result<i32> {
-    let store = Store::open_existing(&args.store).await?;
-    match args.action {
-        AccountsAction::Status => {
-            let parked = store.parked_accounts().await?;
-            println!("{} parked accounts", parked.len());
-            for (account, reason, held, resuming) in parked {
-                let state = if resuming { "resuming" } else { "parked" };
-                println!("  {account}: {state}, {held} events held; {reason}");
-            }
-            let waiting = store.parked().await?;
-            println!("{} resources waiting for a reference", waiting.len());
-            for (account, resource, key, target) in waiting {
-                println!("  {account}: {resource}/{key} waits for {target}");
-            }
-            Ok(0)
-        }
-        AccountsAction::Resume { all: true, .. } => {
-            let accounts = store.request_resume_all().await?;
-            println!(
-                "{} parked accounts: resume requested; the consumer applies their held events next",
-                accounts.len()
-            );
-            for account in accounts {
-                println!("  {account}");
-            }
-            Ok(0)
-        }
-        AccountsAction::Resume { accounts, .. } => {
-            let mut code = 0;
-            for account in accounts {
-                if store.request_resume(&account).await? {
-                    println!(
-                        "{account}: resume requested; the consumer applies its held events next"
-                    );
-                } else {
-                    eprintln!("tandem: account {account} is not parked");
-                    code = 1;
-                }
-            }
-            Ok(code)
-        }
-    }
-}
-
-async fn run_snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {
-    let sources = Sources::load(&args.produce.sources)?;
-    let producer =
-        Producer::connect(&sources, &args.produce.sources, args.produce.options()).await?;
-    let id = args
-        .snapshot_id
-        .unwrap_or_else(|| format!("{}-{}", args.account, tandem_producer::now_millis()));
-    let published = producer.snapshot(&args.account, &id).await?;
-    eprintln!("snapshot {id}: published {published} events");
-    Ok(0)
-}
-
-async fn run_publish(args: PublishArgs) -> anyhow::Result<i32> {
-    let text = match &args.file {
-        Some(path) if path.as_os_str() != "-" => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?,
-        _ => std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?,
-    };
-    let accounts = match &args.account {
-        Some(account) => tandem_producer::ingest::Accounts::Default(account),
-        None => tandem_producer::ingest::Accounts::Named,
-    };
-    let (good, rejected) = tandem_producer::ingest::parse_lines(&text, accounts);
-    for rejection in &rejected {
-        eprintln!("rejected {rejection}");
-    }
-    let store = tandem_producer::Store::open(&args.store).await?;
-    let publisher = tandem_producer::Publisher::connect(
-        &args.kafka.brokers,
-        &args.kafka.topic,
-        tandem_event::Codec::default(),
-        &args.kafka.kafka,
-    )
-    .await?;
-    let detections: Vec<_> = good.into_iter().map(|(_, d)| d).collect();
-    let mut published = 0;
-    for chunk in detections.chunks(500) {
-        published += tandem_producer::ingest::publish_detections(&store, &publisher, chunk)
-            .await?
-            .len();
-        eprintln!("published {published} of {}", detections.len());
-    }
-    eprintln!(
-        "published {published} detections, rejected {}",
-        rejected.len()
-    );
-    Ok(if rejected.is_empty() { 0 } else { 1 })
-}
-
-async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
-    let mapping = Mapping::load(&args.mapping)?;
-    if let Some(path) = &args.sources {
-        let legacy = Legacy::connect(&Sources::load(path)?, path).await?;
-        mapping.check_columns(&legacy.columns())?;
-    }
-    let store = Store::open(&args.store).await?;
-    let client = CloudClient::new(
-        &args.cloud_url,
-        args.cloud_timeout,
-        args.cloud_attempts.max(1),
-    );
-    let engine = Engine::new(Arc::new(mapping), store, client).with_create_mode(args.create_mode);
-    let dead_letter_topic = args
-        .dead_letter_topic
-        .unwrap_or_else(|| format!("{}.dlq", args.kafka.topic));
-    let consumer = Consumer::new(
-        engine,
-        tandem_consumer::Options {
-            brokers: args.kafka.brokers,
-            topic: args.kafka.topic,
-            group: args.group,
-            dead_letter_topic,
-            kafka: args.kafka.kafka,
-            concurrency: args.concurrency,
-            max_in_flight: args.max_in_flight,
-            lease_ttl: args.lease_ttl,
-        },
-    )?;
-    let shutdown = shutdown_on_signal();
-    let run = consumer.run(shutdown.clone());
-    tokio::pin!(run);
-    let grace = args.grace;
-    tokio::select! {
-        result = &mut run => result?,
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-            eprintln!(
-                "tandem: the event in flight did not finish within {}; exiting without recording it",
-                humantime::format_duration(grace)
-            );
-            return Ok(1);
-        }
-    }
-    Ok(0)
-}
-
-async fn run_cloudsim(args: CloudsimArgs) -> anyhow::Result<i32> {
-    let options = tandem_cloudsim::Options {
-        database_url: args.database,
-        faults: tandem_cloudsim::Faults {
-            error_rate: args.error_rate,
-            rate_limit_rate: args.rate_limit_rate,
-            retry_after_secs: args.retry_after_secs,
-            latency_ms: args.latency_ms,
-            latency_jitter_ms: args.latency_jitter_ms,
-            drop_after_apply_rate: args.drop_after_apply_rate,
-            reject_accounts: args.reject_account,
-        },
-    };
-    let server = tandem_cloudsim::CloudSim::bind(args.listen, options).await?;
-    eprintln!("cloudsim listening on {}", server.base_url());
-    server.serve(shutdown_on_signal()).await?;
-    Ok(0)
-}
-
-async fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
-    let sources = Sources::load(&args.sources)?;
-    let mapping = Mapping::load(&args.mapping)?;
-    let legacy = Legacy::connect(&sources, &args.sources).await?;
-    mapping.check_columns(&legacy.columns())?;
-    let store = match &args.store {
-        Some(url) => Some(Store::open_existing(url).await?),
-        None => None,
-    };
-    let accounts = if args.account.is_empty() {
-        legacy.accounts().await?
-    } else {
-        args.account
-    };
-    let client = CloudClient::new(&args.cloud_url, Duration::from_secs(30), 4);
-    let drift = crate::verify::verify_accounts(&legacy, &mapping, &client, &accounts)
-        .await
-        .with_context(|| format!("cannot verify against {}", args.cloud_url))?;
-    let parked = match &store {
-        Some(store) => store.parked_accounts().await?,
-        None => Vec::new(),
-    };
-    let report = crate::verify::Report::new(drift, &parked, args.keys);
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        print!("{}", report.table(store.is_some()));
-    }
-    Ok(if report.clean { 0 } else { 1 })
 }
 
 #[cfg(test)]

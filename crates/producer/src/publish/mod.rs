@@ -14,6 +14,10 @@ use tandem_event::{ChangeEvent, Codec};
 
 use crate::{Error, Result};
 
+mod outbox;
+
+pub use outbox::{Checkpoint, Outbox};
+
 /// Librdkafka settings for an idempotent producer; `extra` passes through unchanged, last.
 pub fn producer_config(brokers: &str, extra: &[(String, String)]) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -66,7 +70,10 @@ impl Publisher {
                 .fetch_metadata(Some(&topic_name), Duration::from_secs(10))
         })
         .await
-        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::Task {
+            what: "broker metadata lookup",
+            message: e.to_string(),
+        })?
         .map_err(|source| Error::Broker {
             brokers: brokers.to_owned(),
             source,

@@ -1,0 +1,57 @@
+//! `tandem consume`: the consumer, until stopped.
+
+use std::sync::Arc;
+
+use tandem_consumer::mapping::Mapping;
+use tandem_consumer::{CloudClient, Consumer, Engine, Store};
+use tandem_producer::config::Sources;
+use tandem_producer::legacy::Legacy;
+
+use crate::args::ConsumeArgs;
+use crate::shutdown_on_signal;
+
+pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
+    let mapping = Mapping::load(&args.mapping)?;
+    if let Some(path) = &args.sources {
+        let legacy = Legacy::connect(&Sources::load(path)?, path).await?;
+        mapping.check_columns(&legacy.columns())?;
+    }
+    let store = Store::open(&args.store).await?;
+    let client = CloudClient::new(
+        &args.cloud_url,
+        args.cloud_timeout,
+        args.cloud_attempts.max(1),
+    );
+    let engine = Engine::new(Arc::new(mapping), store, client).with_create_mode(args.create_mode);
+    let dead_letter_topic = args
+        .dead_letter_topic
+        .unwrap_or_else(|| format!("{}.dlq", args.kafka.topic));
+    let consumer = Consumer::new(
+        engine,
+        tandem_consumer::Options {
+            brokers: args.kafka.brokers,
+            topic: args.kafka.topic,
+            group: args.group,
+            dead_letter_topic,
+            kafka: args.kafka.kafka,
+            concurrency: args.concurrency,
+            max_in_flight: args.max_in_flight,
+            lease_ttl: args.lease_ttl,
+        },
+    )?;
+    let shutdown = shutdown_on_signal();
+    let run = consumer.run(shutdown.clone());
+    tokio::pin!(run);
+    let grace = args.grace;
+    tokio::select! {
+        result = &mut run => result?,
+        _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+            eprintln!(
+                "tandem: the event in flight did not finish within {}; exiting without recording it",
+                humantime::format_duration(grace)
+            );
+            return Ok(1);
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,132 @@
+//! `tandem produce`, `tandem snapshot` and `tandem publish`: the producer, a snapshot on
+//! request, and detections handed in as JSON lines.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tandem_producer::config::Sources;
+use tandem_producer::{Outbox, Producer, Snapshot};
+
+use crate::args::{ProduceArgs, PublishArgs, SnapshotArgs};
+use crate::shutdown_on_signal;
+
+pub(super) async fn run_produce(args: ProduceArgs) -> anyhow::Result<i32> {
+    let sources = Sources::load(&args.sources)?;
+    if let Some(partitions) = args.create_topic {
+        let k = &args.kafka;
+        tandem_producer::ensure_topic(&k.brokers, &k.topic, partitions, &k.kafka).await?;
+        let dlq = format!("{}.dlq", k.topic);
+        tandem_producer::ensure_topic(&k.brokers, &dlq, 1, &k.kafka).await?;
+    }
+    let producer = Producer::connect(&sources, &args.sources, args.options()).await?;
+    if args.once {
+        let published = producer.cycle().await?;
+        eprintln!("published {published} events");
+        return Ok(0);
+    }
+    let shutdown = shutdown_on_signal();
+    let http = match args.http {
+        Some(addr) => {
+            // Detections handed in leave through the detector's own outbox.
+            let (bound, task) = tandem_producer::ingest::serve(
+                addr,
+                producer.outbox().clone(),
+                shutdown.child_token(),
+            )
+            .await?;
+            tracing::info!(%bound, "accepting detections over HTTP");
+            Some(task)
+        }
+        None => None,
+    };
+    producer.run(shutdown).await?;
+    if let Some(task) = http {
+        task.await??;
+    }
+    Ok(0)
+}
+
+pub(super) async fn run_snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {
+    let sources = Sources::load(&args.produce.sources)?;
+    let producer =
+        Producer::connect(&sources, &args.produce.sources, args.produce.options()).await?;
+    let id = args
+        .snapshot_id
+        .unwrap_or_else(|| format!("{}-{}", args.account, tandem_producer::now_millis()));
+    match producer.snapshot(&args.account, &id).await? {
+        Snapshot::Published(events) => {
+            eprintln!("snapshot {id}: published {events} events");
+            return Ok(0);
+        }
+        Snapshot::Requested => eprintln!(
+            "snapshot {id}: another producer instance holds account {}; asked it to publish \
+             the snapshot in its next cycle",
+            args.account
+        ),
+    }
+    // The running producer answers the request within a cycle; a long snapshot takes longer.
+    let started = std::time::Instant::now();
+    let mut said = started;
+    while producer
+        .store()
+        .snapshot_pending(&args.account, &id)
+        .await?
+    {
+        if started.elapsed() > args.wait {
+            eprintln!(
+                "tandem: snapshot {id} is still waiting after {}; the request stays, and the \
+                 instance holding the account publishes it when it runs",
+                humantime::format_duration(args.wait)
+            );
+            return Ok(1);
+        }
+        if said.elapsed() >= Duration::from_secs(5) {
+            said = std::time::Instant::now();
+            eprintln!(
+                "snapshot {id}: waiting for the running producer ({} s)",
+                started.elapsed().as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("snapshot {id}: published by the running producer");
+    Ok(0)
+}
+
+pub(super) async fn run_publish(args: PublishArgs) -> anyhow::Result<i32> {
+    let text = match &args.file {
+        Some(path) if path.as_os_str() != "-" => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+        _ => std::io::read_to_string(std::io::stdin()).context("cannot read standard input")?,
+    };
+    let accounts = match &args.account {
+        Some(account) => tandem_producer::ingest::Accounts::Default(account),
+        None => tandem_producer::ingest::Accounts::Named,
+    };
+    let (good, rejected) = tandem_producer::ingest::parse_lines(&text, accounts);
+    for rejection in &rejected {
+        eprintln!("rejected {rejection}");
+    }
+    let store = tandem_producer::Store::open(&args.store).await?;
+    let publisher = tandem_producer::Publisher::connect(
+        &args.kafka.brokers,
+        &args.kafka.topic,
+        tandem_event::Codec::default(),
+        &args.kafka.kafka,
+    )
+    .await?;
+    let outbox = Outbox::new(store, publisher);
+    let detections: Vec<_> = good.into_iter().map(|(_, d)| d).collect();
+    let mut published = 0;
+    for chunk in detections.chunks(500) {
+        published += tandem_producer::ingest::publish_detections(&outbox, chunk)
+            .await?
+            .len();
+        eprintln!("published {published} of {}", detections.len());
+    }
+    eprintln!(
+        "published {published} detections, rejected {}",
+        rejected.len()
+    );
+    Ok(if rejected.is_empty() { 0 } else { 1 })
+}

@@ -1,0 +1,42 @@
+//! `tandem verify`: the cloud compared with what the legacy data says through the mapping.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tandem_consumer::mapping::Mapping;
+use tandem_consumer::{CloudClient, Store};
+use tandem_producer::config::Sources;
+use tandem_producer::legacy::Legacy;
+
+use crate::args::VerifyArgs;
+
+pub(super) async fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
+    let sources = Sources::load(&args.sources)?;
+    let mapping = Mapping::load(&args.mapping)?;
+    let legacy = Legacy::connect(&sources, &args.sources).await?;
+    mapping.check_columns(&legacy.columns())?;
+    let store = match &args.store {
+        Some(url) => Some(Store::open_existing(url).await?),
+        None => None,
+    };
+    let accounts = if args.account.is_empty() {
+        legacy.accounts().await?
+    } else {
+        args.account
+    };
+    let client = CloudClient::new(&args.cloud_url, Duration::from_secs(30), 4);
+    let drift = crate::verify::verify_accounts(&legacy, &mapping, &client, &accounts)
+        .await
+        .with_context(|| format!("cannot verify against {}", args.cloud_url))?;
+    let parked = match &store {
+        Some(store) => store.parked_accounts().await?,
+        None => Vec::new(),
+    };
+    let report = crate::verify::Report::new(drift, &parked, args.keys);
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.table(store.is_some()));
+    }
+    Ok(if report.clean { 0 } else { 1 })
+}

@@ -1,0 +1,188 @@
+//! Change detection for one account, one file per step of its cycle:
+//!
+//! - this file: the cycle itself, and the events it builds;
+//! - [`publish`]: the one way events leave the detector;
+//! - [`scan`]: the version scan for new and changed rows;
+//! - [`deletes`]: deletes, from a tombstone table or the differencing check, and settling keys
+//!   left over by a lost checkpoint;
+//! - [`differences`]: the differencing check itself;
+//! - [`restore`]: restore signals and the reconcile that follows;
+//! - [`snapshot`]: snapshots, on enrolment and on request.
+
+use tandem_event::{ChangeEvent, Kind};
+use tracing::info;
+
+use crate::legacy::LegacyRow;
+use crate::store::Advance;
+use crate::{now_millis, Producer, Result};
+
+mod deletes;
+mod differences;
+mod restore;
+mod scan;
+mod snapshot;
+
+pub use differences::Differences;
+pub use restore::RestoreSignal;
+pub use snapshot::Snapshot;
+
+use crate::publish::Checkpoint;
+
+/// What a step of an account's cycle came to.
+#[derive(Debug)]
+enum Step {
+    /// It published this many events.
+    Published(u64),
+    /// It found the database restored; the cycle turns to the reconcile.
+    Restored(RestoreSignal),
+}
+
+impl Producer {
+    /// Sends one account's batch through the outbox, checkpointing under this instance's
+    /// lease on the account.
+    async fn publish(
+        &self,
+        account: &str,
+        events: &[ChangeEvent],
+        checkpoint: Checkpoint<'_>,
+    ) -> Result<()> {
+        self.outbox
+            .send(account, events, checkpoint, self.lease())
+            .await
+    }
+
+    /// One cycle of one account, if this instance gets (or holds) the account's lease.
+    pub async fn cycle_account(&self, account: &str) -> Result<u64> {
+        let ttl = self.options.lease_ttl;
+        if !self.store.try_lease(account, &self.owner, ttl).await? {
+            return Ok(0);
+        }
+        let mut state = self.store.account(account).await?;
+        let bounds = self.legacy.snapshot_bounds(account).await?;
+        let upto = self.max_version(account).await?;
+        let identity = self.legacy.identity(account).await?;
+        let (signal, suspect) = self
+            .restore_signal(account, &state, upto, &identity)
+            .await?;
+        if let Some(signal) = signal {
+            return self.restore(account, state, signal).await;
+        }
+        if state.identity.is_none() && identity.is_some() {
+            state.identity = identity;
+            self.store.set_account(account, &state).await?;
+        }
+        if !state.enrolled {
+            let id = format!("enrol-{account}-{}-{upto}", state.epoch);
+            let published = self
+                .snapshot_leased(account, &mut state, &id, upto, bounds)
+                .await?;
+            state.enrolled = true;
+            self.store.set_account(account, &state).await?;
+            return Ok(published);
+        }
+        if let Some(id) = state.snapshot_requested.clone() {
+            let published = self
+                .snapshot_leased(account, &mut state, &id, upto, bounds)
+                .await?;
+            self.store.snapshot_done(account, &id).await?;
+            info!(
+                account,
+                snapshot_id = id,
+                "published the snapshot asked for"
+            );
+            return Ok(published);
+        }
+        let mut published = 0;
+        if state.unsettled {
+            published += self.settle(account, &state, upto).await?;
+        }
+        for table in self.legacy.tables() {
+            match self.scan(account, &state, table, upto, bounds).await? {
+                Step::Published(n) => published += n,
+                Step::Restored(signal) => {
+                    return Ok(published + self.restore(account, state, signal).await?)
+                }
+            }
+        }
+        let due = suspect
+            || now_millis() - state.deletes_checked_at
+                >= self.options.delete_check_interval.as_millis() as i64;
+        if due {
+            for table in self.legacy.tables() {
+                match self.check_deletes(account, &state, table, upto).await? {
+                    Step::Published(n) => published += n,
+                    Step::Restored(signal) => {
+                        return Ok(published + self.restore(account, state, signal).await?)
+                    }
+                }
+                if suspect {
+                    // No row went back, so the newest rows were deleted — or the database was
+                    // restored to before rows that were only ever created. Either way the
+                    // deletes are published; lowering the high-water mark makes sure writes
+                    // that reuse versions after such a restore are read.
+                    let max = self.legacy.max_version(account, &table.name).await?;
+                    let high_water = self.store.high_water(account, &table.name).await?;
+                    if max < high_water {
+                        let advance = Advance {
+                            high_water: Some(max),
+                            ..Advance::default()
+                        };
+                        self.publish(account, &[], Checkpoint::Table(&table.name, advance))
+                            .await?;
+                    }
+                }
+            }
+            state.deletes_checked_at = now_millis();
+            self.store.set_account(account, &state).await?;
+        }
+        Ok(published)
+    }
+
+    /// The highest version in any table of the account.
+    pub(super) async fn max_version(&self, account: &str) -> Result<i64> {
+        let mut upto = 0;
+        for table in self.legacy.tables() {
+            upto = upto.max(self.legacy.max_version(account, &table.name).await?);
+        }
+        Ok(upto)
+    }
+
+    pub(super) fn event(
+        &self,
+        account: &str,
+        kind: Kind,
+        (table, key): (&str, &str),
+        (epoch, version): (i64, i64),
+        detected_at: i64,
+    ) -> ChangeEvent {
+        let mut event = ChangeEvent::new(account, kind, table, key, epoch, version);
+        event.occurred_at = detected_at;
+        event.detected_at = detected_at;
+        event
+    }
+
+    pub(super) fn row_event(
+        &self,
+        account: &str,
+        kind: Kind,
+        table: &str,
+        row: &LegacyRow,
+        epoch: i64,
+        detected_at: i64,
+    ) -> ChangeEvent {
+        let mut event = self.event(
+            account,
+            kind,
+            (table, &row.entity_id),
+            (epoch, row.version),
+            detected_at,
+        );
+        event.data = Some(row.data.clone());
+        event.occurred_at = row.occurred_at.unwrap_or(detected_at);
+        event
+    }
+
+    pub(super) fn lease(&self) -> Option<(&str, std::time::Duration)> {
+        Some((self.owner.as_str(), self.options.lease_ttl))
+    }
+}

@@ -1,0 +1,190 @@
+//! The producer: connects to the legacy database(s), its store and the broker, and runs
+//! cycles over the accounts until it is stopped.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use tandem_event::{now_millis, Codec};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::{self, Sources};
+use crate::legacy::Legacy;
+use crate::publish::{Outbox, Publisher};
+use crate::store::Store;
+use crate::wake::{listen, Wake};
+use crate::{Error, Options, Result, Stats};
+
+#[derive(Debug)]
+pub struct Producer {
+    pub(crate) legacy: Legacy,
+    pub(crate) store: Store,
+    pub(crate) outbox: Outbox,
+    pub(crate) options: Options,
+    pub(crate) stats: Arc<Stats>,
+    /// This instance's name in account leases.
+    pub(crate) owner: String,
+    notify_channel: Option<(String, String)>,
+    /// Cancelled when the producer is asked to stop: a long step (a snapshot) stops between
+    /// two batches instead of running to its end.
+    pub(crate) stopping: CancellationToken,
+}
+
+impl Producer {
+    /// Connects to the legacy database(s), the store and the broker, checking each.
+    pub async fn connect(sources: &Sources, origin: &Path, options: Options) -> Result<Self> {
+        let legacy = Legacy::connect(sources, origin).await?;
+        let store = Store::open(&options.store_url).await?;
+        let codec = Codec::new(options.framing)?;
+        let publisher =
+            Publisher::connect(&options.brokers, &options.topic, codec, &options.kafka).await?;
+        let notify_channel = match (&sources.legacy.notify_channel, sources.layout(origin)?) {
+            (Some(channel), config::Layout::Shared { url, .. }) if url.starts_with("postgres") => {
+                Some((url, channel.clone()))
+            }
+            (Some(_), _) => {
+                return Err(Error::Config {
+                    file: origin.to_path_buf(),
+                    key: "legacy.notify_channel".into(),
+                    message: "needs one shared PostgreSQL database".into(),
+                })
+            }
+            (None, _) => None,
+        };
+        let owner = format!(
+            "{}-{}-{:x}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "producer".into()),
+            std::process::id(),
+            now_millis()
+        );
+        let outbox = Outbox::new(store.clone(), publisher);
+        Ok(Producer {
+            legacy,
+            store,
+            stats: outbox.stats(),
+            outbox,
+            options,
+            owner,
+            notify_channel,
+            stopping: CancellationToken::new(),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    pub fn legacy(&self) -> &Legacy {
+        &self.legacy
+    }
+
+    /// The way this producer's events leave: handed-in detections go the same way.
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// Runs cycles on the interval until `shutdown` is cancelled, earlier when the legacy
+    /// database notifies the configured channel (only the account a notification names, when
+    /// it names one). A failed cycle is logged and retried at the next interval; nothing it
+    /// read is checkpointed. On shutdown the cycle under way finishes the batch it is sending
+    /// and stops — a snapshot is left unfinished, to start again next time — within the
+    /// grace period; then the listener stops and the leases are given up.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<()> {
+        let tasks = TaskTracker::new();
+        let wake = Arc::new(Wake::default());
+        if let Some((url, channel)) = &self.notify_channel {
+            tasks.spawn(listen(
+                url.clone(),
+                channel.clone(),
+                wake.clone(),
+                shutdown.child_token(),
+            ));
+        }
+        tasks.close();
+        let mut only: Option<BTreeSet<String>> = None;
+        loop {
+            let cycle = self.cycle_some(only.take());
+            tokio::pin!(cycle);
+            tokio::select! {
+                result = &mut cycle => {
+                    if let Err(e) = result {
+                        warn!(error = %e, "producer cycle failed; retrying next interval");
+                    }
+                }
+                _ = shutdown.cancelled() => {
+                    self.stopping.cancel();
+                    let grace = self.options.grace;
+                    if tokio::time::timeout(grace, cycle).await.is_err() {
+                        warn!(
+                            grace = %humantime::format_duration(grace),
+                            "the cycle under way did not stop within the grace period; \
+                             what it had not checkpointed is published again next time"
+                        );
+                    }
+                    break;
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(self.options.interval) => {}
+                accounts = wake.woken() => only = accounts,
+            }
+        }
+        tasks.wait().await;
+        for account in self.legacy.accounts().await.unwrap_or_default() {
+            if let Err(e) = self.store.release(&account, &self.owner).await {
+                warn!(account, error = %e, "cannot release the lease");
+            }
+        }
+        info!("producer stopped");
+        Ok(())
+    }
+
+    /// One cycle over every account, `concurrency` accounts at a time. Returns the number of
+    /// events published; an account that fails does not stop the others.
+    pub async fn cycle(&self) -> Result<u64> {
+        self.cycle_some(None).await
+    }
+
+    /// One cycle over `only` these accounts, or over every account.
+    async fn cycle_some(&self, only: Option<BTreeSet<String>>) -> Result<u64> {
+        let mut accounts = self.legacy.accounts().await?;
+        if let Some(only) = only {
+            // A notification may name an account the sources do not watch.
+            accounts.retain(|account| only.contains(account));
+        }
+        let results: Vec<(String, Result<u64>)> = futures::stream::iter(accounts)
+            .map(|account| async move {
+                let result = self.cycle_account(&account).await;
+                (account, result)
+            })
+            .buffer_unordered(self.options.concurrency.max(1))
+            .collect()
+            .await;
+        self.stats.cycles.fetch_add(1, Ordering::Relaxed);
+        let mut published = 0;
+        let mut first_error = None;
+        for (account, result) in results {
+            match result {
+                Ok(n) => published += n,
+                Err(e) => {
+                    warn!(account, error = %e, "account cycle failed");
+                    self.stats.failed_cycles.fetch_add(1, Ordering::Relaxed);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) if published == 0 => Err(e),
+            _ => Ok(published),
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The producer's checkpoint store (SQLite or PostgreSQL, chosen by URL), one file per part:
+//!
+//! - this file: opening it, and each account's state (epoch, enrolment, published mark);
+//! - [`manifest`]: the keys published per table with their versions, kept summarised in parts
+//!   of versions, and the high-water marks — moved by one transaction per acknowledged batch;
+//! - [`unsettled`]: keys published as created whose checkpoint has not landed yet;
+//! - [`inflight`]: PostgreSQL transactions that were open at a read;
+//! - [`leases`]: which instance runs each account's cycles;
+//! - [`requests`]: snapshots asked of the instance holding an account.
+//!
+//! Checkpoints are written only after Kafka acknowledged what they stand for.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use sqlx::AnyPool;
+
+use crate::{Error, Result};
+
+mod inflight;
+mod leases;
+mod manifest;
+mod requests;
+mod unsettled;
+
+pub(crate) use manifest::{ranges_cte, tombstone_mark_key, RANGES_PER_STATEMENT};
+pub use manifest::{Advance, PART_VERSIONS};
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+    queries: Arc<AtomicU64>,
+}
+
+/// What the store knows of one account.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccountState {
+    pub epoch: i64,
+    /// The enrolment snapshot was published completely.
+    pub enrolled: bool,
+    /// The database-identity marker as last seen.
+    pub identity: Option<String>,
+    /// When the differencing check last ran (epoch millis).
+    pub deletes_checked_at: i64,
+    /// (epoch, version): the highest version published in that epoch, checkpointed or not.
+    pub published: (i64, i64),
+    /// Keys were published as created and their checkpoint did not land (see
+    /// [`Store::unsettled`]).
+    pub unsettled: bool,
+    /// A snapshot asked for and not published yet, the oldest first (see
+    /// [`Store::request_snapshot`]).
+    pub snapshot_requested: Option<String>,
+}
+
+impl AccountState {
+    /// The highest version published in `epoch` (0 if none is known): a delete must carry at
+    /// least this, or consumers may order it before a version of its row they have seen.
+    pub fn published_in(&self, epoch: i64) -> i64 {
+        if self.published.0 == epoch {
+            self.published.1
+        } else {
+            0
+        }
+    }
+}
+
+pub(super) async fn set_account(
+    conn: &mut sqlx::AnyConnection,
+    account: &str,
+    state: &AccountState,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO producer_accounts (account, epoch, enrolled, identity, deletes_checked_at) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account) DO UPDATE SET \
+         epoch = excluded.epoch, enrolled = excluded.enrolled, identity = excluded.identity, \
+         deletes_checked_at = excluded.deletes_checked_at",
+    )
+    .bind(account)
+    .bind(state.epoch)
+    .bind(i64::from(state.enrolled))
+    .bind(state.identity.clone())
+    .bind(state.deletes_checked_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    pub async fn open(url: &str) -> Result<Self> {
+        let pool = tandem_sql::open(url)
+            .await
+            .map_err(|source| Error::Connect {
+                what: "producer store",
+                url: url.to_owned(),
+                source,
+            })?;
+        let mut migrator = sqlx::migrate!();
+        // The consumer may keep its tables in the same database, with migrations of its own.
+        migrator.set_ignore_missing(true);
+        migrator.run(&pool).await.map_err(Error::Migrate)?;
+        Ok(Store {
+            pool,
+            queries: Arc::default(),
+        })
+    }
+
+    /// Statements issued so far (for benchmarks).
+    pub fn queries(&self) -> u64 {
+        self.queries.load(Ordering::Relaxed)
+    }
+
+    fn count(&self, n: u64) {
+        self.queries.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub async fn account(&self, account: &str) -> Result<AccountState> {
+        self.count(1);
+        type Columns = (i64, i64, Option<String>, i64, i64, i64, i64, Option<String>);
+        let row: Option<Columns> = sqlx::query_as(
+            "SELECT epoch, enrolled, identity, deletes_checked_at, published_epoch, \
+             published_max, CASE WHEN EXISTS (SELECT 1 FROM producer_unsettled u \
+             WHERE u.account = a.account) THEN 1 ELSE 0 END, \
+             (SELECT r.snapshot_id FROM producer_snapshot_requests r \
+             WHERE r.account = a.account ORDER BY r.requested_at, r.snapshot_id LIMIT 1) \
+             FROM producer_accounts a WHERE account = $1",
+        )
+        .bind(account)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row
+            .map(
+                |(
+                    epoch,
+                    enrolled,
+                    identity,
+                    deletes_checked_at,
+                    published_epoch,
+                    published_max,
+                    unsettled,
+                    snapshot_requested,
+                )| {
+                    AccountState {
+                        epoch,
+                        enrolled: enrolled != 0,
+                        identity,
+                        deletes_checked_at,
+                        published: (published_epoch, published_max),
+                        unsettled: unsettled != 0,
+                        snapshot_requested,
+                    }
+                },
+            )
+            .unwrap_or_default())
+    }
+
+    /// Records that versions up to `version` of `epoch` are about to be published: the mark
+    /// only rises within an epoch, and a later epoch starts it afresh.
+    pub async fn raise_published(&self, account: &str, epoch: i64, version: i64) -> Result<()> {
+        self.count(1);
+        sqlx::query(
+            "INSERT INTO producer_accounts (account, epoch, published_epoch, published_max) \
+             VALUES ($1, $2, $2, $3) ON CONFLICT (account) DO UPDATE SET \
+             published_max = CASE WHEN producer_accounts.published_epoch = $2 \
+             AND producer_accounts.published_max > $3 \
+             THEN producer_accounts.published_max ELSE $3 END, published_epoch = $2 \
+             WHERE producer_accounts.published_epoch <= $2",
+        )
+        .bind(account)
+        .bind(epoch)
+        .bind(version)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_account(&self, account: &str, state: &AccountState) -> Result<()> {
+        self.count(1);
+        let mut conn = self.pool.acquire().await?;
+        set_account(&mut conn, account, state).await?;
+        Ok(())
+    }
+}

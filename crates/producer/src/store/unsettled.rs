@@ -1,0 +1,85 @@
+//! Keys published as created whose checkpoint has not landed yet: recorded before their batch
+//! goes out, cleared by its checkpoint.
+
+use super::Store;
+use crate::Result;
+
+pub(super) async fn settle(
+    conn: &mut sqlx::AnyConnection,
+    account: &str,
+    table: &str,
+    keys: &[&str],
+) -> Result<()> {
+    for chunk in keys.chunks(500) {
+        let placeholders = (0..chunk.len())
+            .map(|i| format!("${}", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "DELETE FROM producer_unsettled \
+             WHERE account = $1 AND entity_type = $2 AND entity_id IN ({placeholders})"
+        );
+        let mut query = sqlx::query(&sql).bind(account).bind(table);
+        for key in chunk {
+            query = query.bind(*key);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Records keys about to be published as created: (table, key, version).
+    pub async fn unsettle(&self, account: &str, created: &[(&str, &str, i64)]) -> Result<()> {
+        for chunk in created.chunks(200) {
+            self.count(1);
+            let values = (0..chunk.len())
+                .map(|i| format!("($1, ${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO producer_unsettled (account, entity_type, entity_id, version) \
+                 VALUES {values} ON CONFLICT (account, entity_type, entity_id) \
+                 DO UPDATE SET version = excluded.version"
+            );
+            let mut query = sqlx::query(&sql).bind(account);
+            for (table, key, version) in chunk {
+                query = query.bind(*table).bind(*key).bind(*version);
+            }
+            query.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    /// Keys of `table` published as created whose checkpoint did not land, with the version
+    /// published.
+    pub async fn unsettled(&self, account: &str, table: &str) -> Result<Vec<(String, i64)>> {
+        self.keys_and_versions("producer_unsettled", account, table)
+            .await
+    }
+
+    /// (key, version) of every row of `relation` (a store table, not user text) for a table.
+    pub(super) async fn keys_and_versions(
+        &self,
+        relation: &'static str,
+        account: &str,
+        table: &str,
+    ) -> Result<Vec<(String, i64)>> {
+        self.count(1);
+        Ok(sqlx::query_as(&format!(
+            "SELECT entity_id, version FROM {relation} WHERE account = $1 AND entity_type = $2"
+        ))
+        .bind(account)
+        .bind(table)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Forgets unsettled keys of `table`: their rows were dealt with.
+    pub async fn settle(&self, account: &str, table: &str, keys: &[String]) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        self.count(keys.len().div_ceil(500) as u64);
+        settle(&mut conn, account, table, &keys).await
+    }
+}

@@ -1,0 +1,95 @@
+//! Opening Tandem's own stores — the producer's checkpoints, the consumer's ID map and mirror —
+//! by URL (`sqlite://…` or `postgres://…`), with the same settings for both.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), sqlx::Error> {
+//! let pool = tandem_sql::open("sqlite://tandem-consumer.db").await?; // created when missing
+//! let same = tandem_sql::open_existing("sqlite://tandem-consumer.db").await?; // never created
+//! # Ok(()) }
+//! ```
+//!
+//! Each store runs its own migrations on the pool; both may share one database.
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+
+/// Opens the store at `url`, creating a SQLite file that does not exist yet.
+pub async fn open(url: &str) -> Result<AnyPool, sqlx::Error> {
+    connect(&with_create(url)).await
+}
+
+/// Opens the store at `url` only if it exists: for commands that look at a store, which must
+/// not leave an empty one behind when given a wrong path.
+pub async fn open_existing(url: &str) -> Result<AnyPool, sqlx::Error> {
+    connect(url).await
+}
+
+async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
+    sqlx::any::install_default_drivers();
+    let sqlite = url.starts_with("sqlite:");
+    AnyPoolOptions::new()
+        // SQLite has one writer at a time; more connections would only wait for each other.
+        .max_connections(if sqlite { 1 } else { 8 })
+        .after_connect(move |conn, _| {
+            Box::pin(async move {
+                if sqlite {
+                    // With the write-ahead log, a commit survives a crash of the process
+                    // without waiting for the disk; only a power loss can take back the last
+                    // commits, and what they recorded is repeated idempotently.
+                    sqlx::query("PRAGMA synchronous = NORMAL")
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await
+}
+
+/// A URL that sqlx opens as a SQLite database to create when missing.
+fn with_create(url: &str) -> String {
+    if url.starts_with("sqlite:") && !url.contains("mode=") && !url.contains(":memory:") {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}mode=rwc")
+    } else {
+        url.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_sqlite_files_are_opened_to_be_created() {
+        assert_eq!(with_create("sqlite://a.db"), "sqlite://a.db?mode=rwc");
+        assert_eq!(
+            with_create("sqlite://a.db?cache=shared"),
+            "sqlite://a.db?cache=shared&mode=rwc"
+        );
+        assert_eq!(
+            with_create("sqlite://a.db?mode=ro"),
+            "sqlite://a.db?mode=ro"
+        );
+        assert_eq!(with_create("sqlite::memory:"), "sqlite::memory:");
+        assert_eq!(with_create("postgres://h/db"), "postgres://h/db");
+    }
+
+    #[tokio::test]
+    async fn a_missing_store_is_created_only_when_asked() -> Result<(), Box<dyn std::error::Error>>
+    {
+        let dir = std::env::temp_dir().join(format!("tandem-sql-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("store.db");
+        let _ = std::fs::remove_file(&path);
+        let url = format!("sqlite://{}", path.display());
+        assert!(open_existing(&url).await.is_err());
+        assert!(!path.exists(), "looking at a missing store created it");
+        open(&url).await?.close().await;
+        assert!(path.exists());
+        open_existing(&url).await?.close().await;
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+}
