@@ -4,11 +4,11 @@
 use std::path::Path;
 
 use anyhow::ensure;
-use tandem_cli::demo::domain;
 use tandem_consumer::mapping::Mapping;
 use tandem_producer::config::Sources;
 use tandem_producer::legacy::Legacy;
 use tandem_producer::Producer;
+use tandem_workload as domain;
 
 async fn demo_legacy(dir: &Path) -> anyhow::Result<domain::LegacyDb> {
     Ok(domain::LegacyDb::create(&dir.join("legacy.db")).await?)

@@ -13,7 +13,6 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, StreamConsumer}
 use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::TopicPartitionList;
-use tandem_cli::demo::domain;
 use tandem_consumer::mapping::Mapping;
 use tandem_consumer::{
     Bookkeeping, CloudClient, Consumer, Engine, Fence, Grant, LeaseId, Position, Stats, Store,
@@ -21,6 +20,7 @@ use tandem_consumer::{
 use tandem_event::{ChangeEvent, Codec, Kind, Row, Value};
 use tandem_producer::Publisher;
 use tandem_testkit::{brokers, topic, unique, Cloud, PgDatabase};
+use tandem_workload as domain;
 use tokio_util::sync::CancellationToken;
 
 fn contact(account: &str, id: i64, version: i64, email: &str) -> ChangeEvent {

@@ -937,6 +937,40 @@ async fn a_notification_wakes_the_detector_before_its_interval() -> anyhow::Resu
         }
     }
     ensure!(woken.as_deref() == Some("C notes/2@0"), "{woken:?}");
+
+    // Notifications sent while the listener was connecting may still wake a cycle: let them.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A payload wakes only the account it names: globex's row is published, acme's waits ...
+    for statement in [
+        "INSERT INTO notes (account_id, id, body) VALUES ('acme', 3, 'third')",
+        "INSERT INTO notes (account_id, id, body) VALUES ('globex', 1, 'first')",
+        "NOTIFY notes_changed, 'globex'",
+    ] {
+        sqlx::query(statement).execute(&mut pg).await?;
+    }
+    let globex: Vec<(String, String)> = reader
+        .take(3)
+        .await?
+        .iter()
+        .map(|(key, e)| (key.clone(), short(e)))
+        .collect();
+    let want: Vec<(String, String)> = expect(&["BEGIN", "C notes/1@0", "END"])
+        .into_iter()
+        .map(|e| ("globex".to_owned(), e))
+        .collect();
+    ensure!(globex == want, "{globex:?}");
+    let early = tokio::time::timeout(Duration::from_secs(2), reader.take(1)).await;
+    ensure!(
+        early.is_err(),
+        "acme was woken by globex's notification: {early:?}"
+    );
+    // ... until an empty payload wakes every account.
+    sqlx::query("NOTIFY notes_changed").execute(&mut pg).await?;
+    let acme = reader.take(1).await?;
+    ensure!(
+        acme[0].0 == "acme" && short(&acme[0].1) == "C notes/3@0",
+        "{acme:?}"
+    );
     stop.cancel();
     run.await??;
     pg.close().await?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
-use tandem_cli::demo::{self, domain, DemoOptions};
+use tandem_cli::demo::{self, DemoOptions};
 use tandem_cli::verify::verify_accounts;
 use tandem_consumer::mapping::Mapping;
 use tandem_consumer::verify::Totals;
@@ -17,6 +17,7 @@ use tandem_consumer::{CloudClient, Consumer, Engine, Store};
 use tandem_producer::config::Sources;
 use tandem_producer::Producer;
 use tandem_testkit::{brokers, topic, Cloud, PgDatabase};
+use tandem_workload as domain;
 use tokio_util::sync::CancellationToken;
 
 /// Waits until the consumer has handled every event the producer published.

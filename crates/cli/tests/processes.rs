@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
 use rand::Rng;
-use tandem_cli::demo::domain;
 use tandem_cli::verify::verify_accounts;
 use tandem_consumer::mapping::Mapping;
 use tandem_consumer::verify::{AccountDrift, Totals};
@@ -19,6 +18,7 @@ use tandem_consumer::{CloudClient, Consumer, Engine, Store};
 use tandem_producer::config::Sources;
 use tandem_producer::legacy::Legacy;
 use tandem_testkit::{brokers, topic, Cloud, PgDatabase, Reader};
+use tandem_workload as domain;
 use tokio_util::sync::CancellationToken;
 
 const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");

@@ -5,11 +5,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::args::WorkloadArgs;
-use crate::{demo, shutdown_on_signal};
+use crate::shutdown_on_signal;
 
 pub(super) async fn run_workload(args: WorkloadArgs) -> anyhow::Result<i32> {
     use rand::Rng as _;
-    let legacy = demo::domain::LegacyDb::create(&args.legacy)
+    let legacy = tandem_workload::LegacyDb::create(&args.legacy)
         .await
         .with_context(|| {
             format!(
@@ -17,7 +17,7 @@ pub(super) async fn run_workload(args: WorkloadArgs) -> anyhow::Result<i32> {
                 args.legacy.display()
             )
         })?;
-    let mut rng = demo::domain::rng(args.seed);
+    let mut rng = tandem_workload::rng(args.seed);
     let accounts: Vec<String> = (1..=args.accounts.max(1))
         .map(|i| format!("acct-{i:04}"))
         .collect();

@@ -2,8 +2,6 @@
 //! legacy database with a live workload, cloudsim on a loopback port, the producer and the
 //! consumer — ending with a verification.
 
-pub mod domain;
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,6 +19,7 @@ use tandem_producer::Producer;
 use tokio_util::sync::CancellationToken;
 
 use crate::verify::verify_accounts;
+use tandem_workload as domain;
 
 /// How a demo run is set up.
 #[derive(Debug, Clone)]

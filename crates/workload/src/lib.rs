@@ -1,5 +1,17 @@
-//! The demo domain: a legacy property-management database (SQLite, row versions stamped by
-//! triggers) and a workload that keeps changing it across many accounts.
+//! The demo's legacy domain, shared by `tandem demo`, `tandem workload`, the tests and the
+//! benchmarks: a property-management database (SQLite, row versions stamped by triggers), its
+//! sources and mapping files, and a workload that keeps changing it across many accounts —
+//! creates, updates, moves, deletes, backups and restores.
+//!
+//! ```no_run
+//! # async fn run() -> sqlx::Result<()> {
+//! let legacy = tandem_workload::LegacyDb::create(std::path::Path::new("legacy.db")).await?;
+//! let mut rng = tandem_workload::rng(7);
+//! legacy.seed("acct-0001", &mut rng).await?;
+//! let change = legacy.random_change("acct-0001", &mut rng).await?;
+//! println!("{} rows written", change.rows);
+//! # Ok(()) }
+//! ```
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -7,9 +19,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use tandem_event::now_millis;
 
 /// The demo's sources file, with `legacy.url` pointing at `sqlite://legacy.db`.
-pub const SOURCES: &str = include_str!("../../../../deploy/demo/sources.toml");
+pub const SOURCES: &str = include_str!("../../../deploy/demo/sources.toml");
 /// The demo's mapping file.
-pub const MAPPING: &str = include_str!("../../../../deploy/demo/mapping.toml");
+pub const MAPPING: &str = include_str!("../../../deploy/demo/mapping.toml");
 
 const TABLES: [(&str, &str); 4] = [
     (
