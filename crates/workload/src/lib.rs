@@ -121,6 +121,12 @@ impl LegacyDb {
         })
     }
 
+    /// Runs one statement against the database, for tests that shape its data by hand; the
+    /// rows it changed.
+    pub async fn execute(&self, sql: &str) -> sqlx::Result<u64> {
+        Ok(sqlx::query(sql).execute(&self.pool).await?.rows_affected())
+    }
+
     async fn next_id(&self, table: &str, account: &str) -> sqlx::Result<i64> {
         let (id,): (i64,) = sqlx::query_as(&format!(
             "INSERT INTO id_sequences (table_name, account_id, value) \

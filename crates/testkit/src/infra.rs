@@ -1,0 +1,121 @@
+//! The real parts a test runs against: the broker and PostgreSQL the test command started,
+//! cloudsim on a loopback port, and names no other test uses.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::Context as _;
+use sqlx::{Connection, PgConnection};
+use tokio_util::sync::CancellationToken;
+
+/// The Kafka-protocol broker the test command started (`TANDEM_TEST_BROKERS`).
+pub fn brokers() -> anyhow::Result<String> {
+    std::env::var("TANDEM_TEST_BROKERS").context(
+        "TANDEM_TEST_BROKERS is not set: run the tests through tests/run.sh, which starts a broker",
+    )
+}
+
+/// The PostgreSQL server for tests (`TANDEM_TEST_PG`, default the local server).
+pub fn postgres_url() -> String {
+    std::env::var("TANDEM_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// A name no other test in this run (or a parallel run) uses.
+pub fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!(
+        "{prefix}_{}_{}_{nanos}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A fresh topic with `partitions` partitions and its dead-letter topic (`<topic>.dlq`).
+pub async fn topic(brokers: &str, partitions: i32) -> anyhow::Result<String> {
+    let topic = unique("tandem-test").replace('_', "-");
+    tandem_producer::ensure_topic(brokers, &topic, partitions, &[]).await?;
+    tandem_producer::ensure_topic(brokers, &format!("{topic}.dlq"), 1, &[]).await?;
+    Ok(topic)
+}
+
+/// A PostgreSQL database created for one test and dropped by [`PgDatabase::drop`].
+#[derive(Debug)]
+pub struct PgDatabase {
+    pub url: String,
+    name: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> anyhow::Result<Self> {
+        let server = postgres_url();
+        let name = unique("tandem_test");
+        let mut admin = PgConnection::connect(&format!("{server}/postgres"))
+            .await
+            .with_context(|| format!("cannot reach PostgreSQL at {server}"))?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await?;
+        Ok(PgDatabase {
+            url: format!("{server}/{name}"),
+            name,
+        })
+    }
+
+    pub async fn drop(self) -> anyhow::Result<()> {
+        let mut admin = PgConnection::connect(&format!("{}/postgres", postgres_url())).await?;
+        sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&mut admin)
+        .await?;
+        Ok(())
+    }
+}
+
+/// cloudsim serving on a loopback port, with its data in a temporary directory.
+#[derive(Debug)]
+pub struct Cloud {
+    pub url: String,
+    stop: CancellationToken,
+    faults: std::sync::Arc<tokio::sync::RwLock<tandem_cloudsim::Faults>>,
+    task: tokio::task::JoinHandle<Result<(), tandem_cloudsim::Error>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Cloud {
+    pub async fn start(faults: tandem_cloudsim::Faults) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let options = tandem_cloudsim::Options {
+            database_url: format!("sqlite://{}", dir.path().join("cloud.db").display()),
+            faults,
+        };
+        let server = tandem_cloudsim::CloudSim::bind("127.0.0.1:0".parse()?, options).await?;
+        let url = server.base_url();
+        let faults = server.faults();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(server.serve(stop.clone()));
+        Ok(Cloud {
+            url,
+            stop,
+            faults,
+            task,
+            _dir: dir,
+        })
+    }
+
+    /// Replaces the fault settings of the running server.
+    pub async fn set_faults(&self, faults: tandem_cloudsim::Faults) {
+        *self.faults.write().await = faults;
+    }
+
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        self.task.await??;
+        Ok(())
+    }
+}
