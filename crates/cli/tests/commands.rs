@@ -324,7 +324,7 @@ async fn a_snapshot_is_asked_of_the_running_producer() -> anyhow::Result<()> {
     // The topic holds the requested snapshot, markers and rows carrying its id.
     let reader = Reader::new(&brokers, &topic)?;
     let mut asked = Vec::new();
-    while !asked.iter().any(|k| *k == tandem_event::Kind::SnapshotEnd) {
+    while !asked.contains(&tandem_event::Kind::SnapshotEnd) {
         for (key, event) in reader.take(1).await? {
             if event.snapshot_id.as_deref() == Some("asked-1") {
                 ensure!(key == "snap-01", "{key}");

@@ -209,7 +209,6 @@ struct TopRange {
 /// The first level's ranges over `[0, top)`, cut at part boundaries so each range's manifest
 /// summary is exact, each holding about [`TOP_RANGE_ROWS`] entries. Ranges with no entries are
 /// merged into their neighbours; the last one ends at `top`.
-
 fn top_ranges(parts: &BTreeMap<i64, (i64, i64)>, top: i64) -> Vec<TopRange> {
     let total: i64 = parts.values().map(|p| p.0).sum();
     let target = TOP_RANGE_ROWS.max(total / TOP_RANGES);
