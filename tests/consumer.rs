@@ -5,107 +5,35 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _, StreamConsumer};
-use rdkafka::message::{Headers as _, Message as _};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::TopicPartitionList;
 use tandem_consumer::mapping::Mapping;
-use tandem_consumer::{
-    Bookkeeping, CloudClient, Consumer, Engine, Fence, Grant, LeaseId, Position, Stats, Store,
-};
-use tandem_event::{ChangeEvent, Codec, Kind, Row, Value};
+use tandem_consumer::{Bookkeeping, CloudClient, Engine, Fence, Grant, LeaseId, Position, Store};
+use tandem_event::{ChangeEvent, Codec, Kind, Value};
 use tandem_producer::Publisher;
-use tandem_testkit::{brokers, topic, unique, Cloud, PgDatabase};
+use tandem_testkit::{
+    brokers, contact, topic, unique, Cloud, ConsumerSetup, PgDatabase, TestConsumer,
+};
 use tandem_workload as domain;
 use tokio_util::sync::CancellationToken;
 
-fn contact(account: &str, id: i64, version: i64, email: &str) -> ChangeEvent {
-    let kind = if version == id {
-        Kind::Created
-    } else {
-        Kind::Updated
-    };
-    let mut event = ChangeEvent::new(account, kind, "contacts", &id.to_string(), 0, version);
-    let row: Row = [
-        ("id", Value::Long(id)),
-        ("first_name", Value::String(format!("First{id}"))),
-        ("last_name", Value::String("Last".into())),
-        ("email", Value::String(email.into())),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect();
-    event.data = Some(row);
-    event.occurred_at = tandem_producer::now_millis();
-    event
-}
-
-struct Running {
-    consumer: Arc<Consumer>,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<tandem_consumer::Result<()>>,
-}
-
+/// A consumer with no Kafka-side commits at all: where a restart resumes is the store's call
+/// alone.
 async fn start(
     brokers: &str,
     topic: &str,
     group: &str,
     store: &str,
     cloud: &str,
-) -> anyhow::Result<Running> {
-    let mapping = Arc::new(Mapping::parse(domain::MAPPING, Path::new("mapping.toml"))?);
-    let client = CloudClient::new(cloud, Duration::from_secs(10), 8);
-    let engine = Engine::new(mapping, Store::open(store).await?, client);
-    let consumer = Arc::new(Consumer::new(
-        engine,
-        tandem_consumer::Options {
-            brokers: brokers.to_owned(),
-            topic: topic.to_owned(),
-            group: group.to_owned(),
-            dead_letter_topic: format!("{topic}.dlq"),
-            // No Kafka-side commits at all: where a restart resumes is the store's call alone.
-            kafka: vec![
-                ("session.timeout.ms".into(), "6000".into()),
-                ("enable.auto.commit".into(), "false".into()),
-            ],
-            ..Default::default()
-        },
-    )?);
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let (consumer, stop) = (consumer.clone(), stop.clone());
-        async move { consumer.run(stop).await }
-    });
-    Ok(Running {
-        consumer,
-        stop,
-        task,
-    })
-}
-
-impl Running {
-    async fn until(&self, what: &str, done: impl Fn(&Stats) -> bool) -> anyhow::Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !done(&self.consumer.stats()) {
-            ensure!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}: {:?}",
-                self.consumer.stats()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(())
-    }
-
-    async fn stop(self) -> anyhow::Result<()> {
-        self.stop.cancel();
-        self.task.await??;
-        Ok(())
-    }
+) -> anyhow::Result<TestConsumer> {
+    let setup = ConsumerSetup::new(brokers, topic, store, cloud)
+        .group(group)
+        .kafka("enable.auto.commit", "false");
+    TestConsumer::start(setup).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,92 +87,6 @@ async fn a_restarted_consumer_resumes_where_the_store_says() -> anyhow::Result<(
         .find(|c| c["external_ref"] == "3")
         .context("contact 3")?;
     ensure!(third["email"] == "changed@example.com", "{third}");
-
-    cloud.stop().await?;
-    store.drop().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_is_dead_lettered_with_its_bytes_and_valid_events_flow() -> anyhow::Result<()> {
-    let brokers = brokers()?;
-    let topic = topic(&brokers, 1).await?;
-    let store = PgDatabase::create().await?;
-    let cloud = Cloud::start(Default::default()).await?;
-    let publisher = Publisher::connect(&brokers, &topic, Codec::default(), &[]).await?;
-    let raw: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create()?;
-    // 1,000 bad messages of every kind, with 50 valid events among them.
-    let valid = Codec::default().encode(&contact("acme", 1, 1, "x@example.com"))?;
-    let garbage: Vec<Vec<u8>> = (0..1000u32)
-        .map(|i| match i % 5 {
-            0 => format!("not avro at all #{i}").into_bytes(),
-            1 => vec![0xC3, 0x01, 1, 2, 3, 4, 5, 6, 7, (i % 256) as u8],
-            2 => valid[..valid.len() - 1 - (i as usize % 20)].to_vec(),
-            3 => vec![0, 0, 0, 0, 42, 2, 4],
-            _ => Vec::new(),
-        })
-        .collect();
-    let mut sends = Vec::new();
-    for (i, bytes) in garbage.iter().enumerate() {
-        if i % 20 == 0 {
-            let id = (i / 20) as i64 + 1;
-            publisher
-                .publish(&[contact("acme", id, id, "x@example.com")])
-                .await?;
-        }
-        sends.push(
-            raw.send(
-                FutureRecord::to(&topic)
-                    .key("acme")
-                    .payload(bytes.as_slice()),
-                Duration::from_secs(10),
-            ),
-        );
-        if sends.len() == 100 || i == garbage.len() - 1 {
-            for sent in futures::future::join_all(sends.drain(..)).await {
-                sent.map_err(|(e, _)| e)?;
-            }
-        }
-    }
-
-    let running = start(&brokers, &topic, &unique("group"), &store.url, &cloud.url).await?;
-    running
-        .until("50 applied and 1,000 dead-lettered", |s| {
-            s.applied.load(Ordering::Relaxed) == 50
-                && s.dead_lettered.load(Ordering::Relaxed) == 1000
-        })
-        .await?;
-    running.stop().await?;
-
-    let reader: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("group.id", unique("dlq-reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()?;
-    reader.subscribe(&[&format!("{topic}.dlq")])?;
-    let mut dead: Vec<Vec<u8>> = Vec::new();
-    while dead.len() < garbage.len() {
-        let message = tokio::time::timeout(Duration::from_secs(30), reader.recv()).await??;
-        let headers = message.headers().context("dead letters carry headers")?;
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|h| h.key == name)
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        };
-        ensure!(header("tandem.source.topic").as_deref() == Some(topic.as_str()));
-        ensure!(header("tandem.source.offset").is_some());
-        ensure!(header("tandem.reason").is_some_and(|r| !r.is_empty()));
-        dead.push(message.payload().unwrap_or_default().to_vec());
-    }
-    ensure!(
-        dead == garbage,
-        "every bad message is dead-lettered with its original bytes, in order"
-    );
-    let client = CloudClient::new(&cloud.url, Duration::from_secs(5), 1);
-    ensure!(client.list("acme", "contacts").await?.len() == 50);
 
     cloud.stop().await?;
     store.drop().await
@@ -373,73 +215,6 @@ async fn snapshot_end_sweeps_what_the_snapshot_did_not_send() -> anyhow::Result<
         ops == ["create", "create", "create", "update", "delete"],
         "{ops:?}"
     );
-    cloud.stop().await?;
-    store.drop().await
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_permanently_failing_account_is_parked_and_resumed() -> anyhow::Result<()> {
-    let brokers = brokers()?;
-    let topic = topic(&brokers, 1).await?;
-    let store = PgDatabase::create().await?;
-    let cloud = Cloud::start(tandem_cloudsim::Faults {
-        reject_accounts: vec!["bad".into()],
-        ..Default::default()
-    })
-    .await?;
-    let publisher = Publisher::connect(&brokers, &topic, Codec::default(), &[]).await?;
-    let mut events = Vec::new();
-    for i in 1..=3 {
-        events.push(contact("good", i, i, "g@example.com"));
-        events.push(contact("bad", i, i, "b@example.com"));
-    }
-    publisher.publish(&events).await?;
-    let running = start(&brokers, &topic, &unique("group"), &store.url, &cloud.url).await?;
-    running
-        .until("good applied, bad parked", |s| {
-            s.applied.load(Ordering::Relaxed) == 3
-                && s.dead_lettered.load(Ordering::Relaxed) == 1
-                && s.held.load(Ordering::Relaxed) == 2
-        })
-        .await?;
-    let client = CloudClient::new(&cloud.url, Duration::from_secs(5), 1);
-    ensure!(client.list("good", "contacts").await?.len() == 3);
-    let consumer_store = Store::open(&store.url).await?;
-    let parked = consumer_store.parked_accounts().await?;
-    ensure!(
-        parked.len() == 1 && parked[0].0 == "bad" && parked[0].2 == 3,
-        "{parked:?}"
-    );
-    ensure!(
-        parked[0].1.contains("422"),
-        "the reason names the rejection: {}",
-        parked[0].1
-    );
-
-    // The cause is fixed; the operator resumes the account.
-    reqwest::Client::new()
-        .put(format!("{}/admin/faults", cloud.url))
-        .json(&serde_json::json!({}))
-        .send()
-        .await?
-        .error_for_status()?;
-    ensure!(consumer_store.request_resume("bad").await?);
-    running
-        .until("bad resumed", |s| s.applied.load(Ordering::Relaxed) == 6)
-        .await?;
-    ensure!(consumer_store.parked_accounts().await?.is_empty());
-    publisher
-        .publish(&[contact("bad", 2, 9, "later@example.com")])
-        .await?;
-    running
-        .until("bad flows again", |s| {
-            s.applied.load(Ordering::Relaxed) == 7
-        })
-        .await?;
-    running.stop().await?;
-    let bad = client.list("bad", "contacts").await?;
-    ensure!(bad.len() == 3, "{bad:?}");
-    ensure!(bad.iter().any(|c| c["email"] == "later@example.com"));
     cloud.stop().await?;
     store.drop().await
 }

@@ -22,12 +22,14 @@
 //! ```
 
 mod consumer;
+mod events;
 mod infra;
 mod legacy;
 mod process;
 mod reader;
 
 pub use consumer::{ConsumerSetup, TestConsumer};
+pub use events::contact;
 pub use infra::{brokers, postgres_url, topic, unique, Cloud, PgDatabase};
 pub use legacy::{drift_report, seeded_legacy, until_clean, verify_all, workload, Seeded};
 pub use process::{log_to, sigterm, Running, Tandem};

@@ -23,7 +23,13 @@ impl Inner {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            if let Err(e) = self.resume_parked(&stop).await {
+            // A stop drops a resume half-way, as a crash would: what it had not recorded is
+            // held still, and the next run resumes it again.
+            let result = tokio::select! {
+                _ = stop.cancelled() => return,
+                result = self.resume_parked(&stop) => result,
+            };
+            if let Err(e) = result {
                 self.fail(e);
                 return;
             }
