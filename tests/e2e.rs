@@ -13,18 +13,16 @@ use tandem_cli::demo::{self, DemoOptions};
 use tandem_cli::verify::verify_accounts;
 use tandem_consumer::mapping::Mapping;
 use tandem_consumer::verify::Totals;
-use tandem_consumer::{CloudClient, Consumer, Engine, Store};
+use tandem_consumer::{CloudClient, Stats};
 use tandem_producer::config::Sources;
 use tandem_producer::Producer;
-use tandem_testkit::{brokers, topic, Cloud, PgDatabase};
+use tandem_testkit::{brokers, topic, Cloud, ConsumerSetup, PgDatabase, TestConsumer};
 use tandem_workload as domain;
-use tokio_util::sync::CancellationToken;
 
 /// Waits until the consumer has handled every event the producer published.
-async fn drained(producer: &Producer, consumer: &Consumer) -> anyhow::Result<()> {
+async fn drained(producer: &Producer, stats: &Stats) -> anyhow::Result<()> {
     demo::drain(producer, Duration::from_secs(1)).await?;
     let published = producer.stats().published.load(Ordering::Relaxed);
-    let stats = consumer.stats();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let done = stats.applied.load(Ordering::Relaxed)
@@ -73,30 +71,16 @@ async fn twenty_accounts_reach_zero_drift_through_tansu_postgres_and_http() -> a
     let mapping = Arc::new(Mapping::parse(domain::MAPPING, Path::new("mapping.toml"))?);
     mapping.check_columns(&producer.legacy().columns())?;
     let client = CloudClient::new(&cloud.url, Duration::from_secs(10), 8);
-    let engine = Engine::new(
-        mapping.clone(),
-        Store::open(&stores.url).await?,
-        client.clone(),
-    );
-    let consumer = Arc::new(Consumer::new(
-        engine,
-        tandem_consumer::Options {
-            brokers: brokers.clone(),
-            topic: topic.clone(),
-            group: format!("{topic}-group"),
-            dead_letter_topic: format!("{topic}.dlq"),
-            kafka: vec![("session.timeout.ms".into(), "6000".into())],
-            ..Default::default()
-        },
-    )?);
-    let stop = CancellationToken::new();
-    let consumer_task = tokio::spawn({
-        let (consumer, stop) = (consumer.clone(), stop.clone());
-        async move { consumer.run(stop).await }
-    });
+    let consumer = TestConsumer::start(ConsumerSetup::new(
+        &brokers,
+        &topic,
+        &stores.url,
+        &cloud.url,
+    ))
+    .await?;
 
     // Creates first: every account's contacts with phones, properties, tenancies.
-    drained(&producer, &consumer).await?;
+    drained(&producer, &consumer.stats()).await?;
     let first = verify_accounts(producer.legacy(), &mapping, &client, &accounts).await?;
     ensure!(
         Totals::of(&first) == Totals::default(),
@@ -114,7 +98,7 @@ async fn twenty_accounts_reach_zero_drift_through_tansu_postgres_and_http() -> a
             producer.cycle().await?;
         }
     }
-    drained(&producer, &consumer).await?;
+    drained(&producer, &consumer.stats()).await?;
     ensure!(changes > 100, "the workload made only {changes} changes");
     let second = verify_accounts(producer.legacy(), &mapping, &client, &accounts).await?;
     ensure!(
@@ -124,7 +108,7 @@ async fn twenty_accounts_reach_zero_drift_through_tansu_postgres_and_http() -> a
 
     // The outcome a user sees: contacts carry their phones, references point at cloud ids,
     // amounts stay exact decimals.
-    let (mut phones, mut charges) = (0, 0);
+    let (mut phones, mut charges, mut owned) = (0, 0, 0);
     for account in &accounts {
         let contacts = client.list(account, "contacts").await?;
         let properties = client.list(account, "properties").await?;
@@ -132,6 +116,7 @@ async fn twenty_accounts_reach_zero_drift_through_tansu_postgres_and_http() -> a
         ensure!(properties.iter().all(|p| p["owner_id"]
             .as_str()
             .is_some_and(|id| contact_ids.contains(&id))));
+        owned += properties.len();
         phones += contacts
             .iter()
             .filter_map(|c| c["phones"].as_array())
@@ -141,13 +126,13 @@ async fn twenty_accounts_reach_zero_drift_through_tansu_postgres_and_http() -> a
         ensure!(account_charges.iter().all(|c| c["amount"].is_string()));
         charges += account_charges.len();
     }
+    // Not vacuous: there were properties whose owners were checked.
     ensure!(
-        phones > 0 && charges > 0,
-        "{phones} phones, {charges} charges"
+        phones > 0 && charges > 0 && owned > 0,
+        "{phones} phones, {charges} charges, {owned} properties"
     );
     ensure!(consumer.stats().dead_lettered.load(Ordering::Relaxed) == 0);
-    stop.cancel();
-    consumer_task.await??;
+    consumer.stop().await?;
 
     // The consumer moves to a new group on the same store: the new group has no positions,
     // so it reads the whole topic again — every account's enrolment snapshot included —
@@ -158,28 +143,12 @@ async fn twenty_accounts_reach_zero_drift_through_tansu_postgres_and_http() -> a
     for account in &accounts {
         before += mutations(client.audit(account).await?.context("audit")?);
     }
-    let engine = Engine::new(
-        mapping.clone(),
-        Store::open(&stores.url).await?,
-        client.clone(),
-    );
-    let moved = Arc::new(Consumer::new(
-        engine,
-        tandem_consumer::Options {
-            brokers: brokers.clone(),
-            topic: topic.clone(),
-            group: format!("{topic}-moved"),
-            dead_letter_topic: format!("{topic}.dlq"),
-            kafka: vec![("session.timeout.ms".into(), "6000".into())],
-            ..Default::default()
-        },
-    )?);
-    let stop = CancellationToken::new();
-    let moved_task = tokio::spawn({
-        let (moved, stop) = (moved.clone(), stop.clone());
-        async move { moved.run(stop).await }
-    });
-    drained(&producer, &moved).await?;
+    let moved = TestConsumer::start(
+        ConsumerSetup::new(&brokers, &topic, &stores.url, &cloud.url)
+            .group(&format!("{topic}-moved")),
+    )
+    .await?;
+    drained(&producer, &moved.stats()).await?;
     let mut after = 0;
     for account in &accounts {
         after += mutations(client.audit(account).await?.context("audit")?);
@@ -194,14 +163,13 @@ async fn twenty_accounts_reach_zero_drift_through_tansu_postgres_and_http() -> a
     for account in &accounts {
         legacy.random_change(account, &mut rng).await?;
     }
-    drained(&producer, &moved).await?;
+    drained(&producer, &moved.stats()).await?;
     let fourth = verify_accounts(producer.legacy(), &mapping, &client, &accounts).await?;
     ensure!(
         Totals::of(&fourth) == Totals::default(),
         "drift after the move: {fourth:#?}"
     );
-    stop.cancel();
-    moved_task.await??;
+    moved.stop().await?;
     cloud.stop().await?;
     stores.drop().await
 }

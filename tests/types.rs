@@ -5,19 +5,14 @@
 //! reason while the others flow.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
 use serde_json::{json, Map, Value as Json};
 use sqlx::{Connection, PgConnection, SqliteConnection};
 use tandem_consumer::mapping::Mapping;
-use tandem_consumer::{CloudClient, Consumer, Engine, Store};
 use tandem_producer::config::Sources;
 use tandem_producer::Producer;
-use tandem_testkit::{brokers, topic, Cloud, PgDatabase};
-use tokio_util::sync::CancellationToken;
+use tandem_testkit::{brokers, topic, Cloud, ConsumerSetup, PgDatabase, TestConsumer};
 
 /// One resource per row of `bookings`, every column mapped, some coerced.
 const MAPPING: &str = r#"
@@ -66,42 +61,13 @@ async fn through_the_pipeline(
     )
     .await?;
     let published = producer.cycle().await?;
-    let mapping = Arc::new(Mapping::parse(MAPPING, Path::new("mapping.toml"))?);
+    let mapping = Mapping::parse(MAPPING, Path::new("mapping.toml"))?;
     mapping.check_columns(&producer.legacy().columns())?;
-    let client = CloudClient::new(&cloud.url, Duration::from_secs(10), 4);
-    let consumer_store = Store::open(&store("consumer.db")).await?;
-    let consumer = Arc::new(Consumer::new(
-        Engine::new(mapping, consumer_store.clone(), client.clone()),
-        tandem_consumer::Options {
-            brokers: brokers.clone(),
-            topic: topic.clone(),
-            group: format!("{topic}-group"),
-            dead_letter_topic: format!("{topic}.dlq"),
-            kafka: vec![("session.timeout.ms".into(), "6000".into())],
-            ..Default::default()
-        },
-    )?);
-    let stop = CancellationToken::new();
-    let task = tokio::spawn({
-        let (consumer, stop) = (consumer.clone(), stop.clone());
-        async move { consumer.run(stop).await }
-    });
-    let stats = consumer.stats();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let done = stats.applied.load(Ordering::Relaxed)
-            + stats.skipped.load(Ordering::Relaxed)
-            + stats.dead_lettered.load(Ordering::Relaxed)
-            + stats.held.load(Ordering::Relaxed);
-        if done >= published {
-            break;
-        }
-        ensure!(
-            Instant::now() < deadline && !task.is_finished(),
-            "the consumer handled {done} of {published} events"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut setup = ConsumerSetup::new(&brokers, &topic, &store("consumer.db"), &cloud.url);
+    setup.mapping = MAPPING.to_owned();
+    let consumer = TestConsumer::start(setup).await?;
+    consumer.until_handled(published).await?;
+    let client = consumer.cloud.clone();
     let mut docs = Vec::new();
     for account in accounts {
         let mut listed: Vec<Map<String, Json>> = client
@@ -119,14 +85,14 @@ async fn through_the_pipeline(
         listed.sort_by_key(|doc| doc["external_ref"].to_string());
         docs.push(listed);
     }
-    let parked = consumer_store
+    let parked = consumer
+        .store
         .parked_accounts()
         .await?
         .into_iter()
         .map(|(account, reason, _, _)| (account, reason))
         .collect();
-    stop.cancel();
-    task.await??;
+    consumer.stop().await?;
     cloud.stop().await?;
     Ok((docs, parked))
 }

@@ -25,6 +25,7 @@ mod consumer;
 mod events;
 mod infra;
 mod legacy;
+pub mod notes;
 mod process;
 mod reader;
 
