@@ -52,21 +52,19 @@ pub(super) async fn versions_of(
 ) -> Result<HashMap<String, i64>> {
     let mut known = HashMap::new();
     for chunk in keys.chunks(500) {
-        let placeholders = (0..chunk.len())
-            .map(|i| format!("${}", i + 3))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT entity_id, version FROM producer_manifest \
-             WHERE account = $1 AND entity_type = $2 AND entity_id IN ({placeholders})"
+        let mut query = sqlx::QueryBuilder::<sqlx::Any>::new(
+            "SELECT entity_id, version FROM producer_manifest WHERE account = ",
         );
-        let mut query = sqlx::query_as::<_, (String, i64)>(&sql)
-            .bind(account)
-            .bind(table);
+        query.push_bind(account);
+        query.push(" AND entity_type = ").push_bind(table);
+        query.push(" AND entity_id IN (");
+        let mut keys = query.separated(", ");
         for key in chunk {
-            query = query.bind(*key);
+            keys.push_bind(*key);
         }
-        known.extend(query.fetch_all(&mut *conn).await?);
+        query.push(")");
+        let rows: Vec<(String, i64)> = query.build_query_as().fetch_all(&mut *conn).await?;
+        known.extend(rows);
     }
     Ok(known)
 }

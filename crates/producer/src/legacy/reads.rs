@@ -1,0 +1,155 @@
+//! Reading rows: the version scan, whole accounts, and the queries behind restore signals.
+
+use tandem_event::Value;
+
+use crate::{Error, Result};
+
+use super::database::Pool;
+use super::{quote, Bind, Legacy, LegacyRow};
+
+impl Legacy {
+    /// The PostgreSQL snapshot bounds `(xmin, xmax)`: every transaction below `xmin` has ended;
+    /// those from `xmin` on may still be running. `None` on SQLite.
+    pub async fn snapshot_bounds(&self, account: &str) -> Result<Option<(i64, i64)>> {
+        let db = self.database(account)?;
+        if !matches!(db.pool, Pool::Postgres(_)) {
+            return Ok(None);
+        }
+        let rows = db
+            .query(
+                "SELECT CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT) AS xmin, \
+                 CAST(CAST(pg_snapshot_xmax(pg_current_snapshot()) AS TEXT) AS BIGINT) AS xmax",
+                &[],
+            )
+            .await?;
+        let get = |name: &str| match rows.first().and_then(|r| r.get(name)) {
+            Some(Value::Long(v)) => Ok(*v),
+            other => Err(Error::LegacyAnswer {
+                key: format!("pg_current_snapshot() {name}"),
+                message: format!("is {other:?}, not a number"),
+            }),
+        };
+        Ok(Some((get("xmin")?, get("xmax")?)))
+    }
+
+    /// The database-identity marker (`legacy.identity_query`), if configured.
+    pub async fn identity(&self, account: &str) -> Result<Option<String>> {
+        match &self.identity_query {
+            Some(sql) => Ok(self.scalar(account, sql).await?.map(|v| v.to_text())),
+            None => Ok(None),
+        }
+    }
+
+    /// The database's current version counter (`legacy.version_query`), if configured.
+    pub async fn version_counter(&self, account: &str) -> Result<Option<i64>> {
+        match &self.version_query {
+            Some(sql) => match self.scalar(account, sql).await? {
+                Some(Value::Long(v)) => Ok(Some(v)),
+                Some(Value::String(s)) => {
+                    s.trim().parse().map(Some).map_err(|_| Error::LegacyAnswer {
+                        key: "legacy.version_query".into(),
+                        message: format!("returned {s:?}, not a number"),
+                    })
+                }
+                None | Some(Value::Null) => Ok(None),
+                Some(other) => Err(Error::LegacyAnswer {
+                    key: "legacy.version_query".into(),
+                    message: format!("returned {other:?}, not a number"),
+                }),
+            },
+            None => Ok(None),
+        }
+    }
+
+    async fn scalar(&self, account: &str, sql: &str) -> Result<Option<Value>> {
+        let rows = self.database(account)?.query(sql, &[]).await?;
+        Ok(rows.into_iter().next().and_then(|r| r.into_values().next()))
+    }
+
+    /// The highest version in `table` for `account` (0 when empty).
+    pub async fn max_version(&self, account: &str, table: &str) -> Result<i64> {
+        let db = self.database(account)?;
+        let info = db.table(table)?;
+        let (filter, binds) = db.account_clause(account, 1);
+        let sql = format!(
+            "SELECT MAX({}) AS v FROM {} WHERE 1 = 1{filter}",
+            quote(&info.config.version_column),
+            quote(table),
+        );
+        let rows = db.query(&sql, &binds).await?;
+        Ok(match rows.first().and_then(|r| r.get("v")) {
+            Some(Value::Long(v)) => *v,
+            _ => 0,
+        })
+    }
+
+    /// Rows of `table` for `account` with a version in `(after, upto]`, in version order.
+    pub async fn changes(
+        &self,
+        account: &str,
+        table: &str,
+        (after, upto): (i64, i64),
+        limit: usize,
+    ) -> Result<Vec<LegacyRow>> {
+        let db = self.database(account)?;
+        let info = db.table(table)?;
+        let version = quote(&info.config.version_column);
+        let (filter, binds) = db.account_clause(account, 3);
+        let limit = if limit == usize::MAX {
+            String::new()
+        } else {
+            format!(" LIMIT {limit}")
+        };
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {version} > $1 AND {version} <= $2{filter} \
+             ORDER BY {version}{limit}",
+            info.select_list,
+            quote(table),
+        );
+        let mut all = vec![Bind::Int(after), Bind::Int(upto)];
+        all.extend(binds);
+        db.query(&sql, &all)
+            .await?
+            .into_iter()
+            .map(|row| info.legacy_row(row))
+            .collect()
+    }
+
+    /// Every key of `table` for `account` with its version (no other columns).
+    pub async fn key_versions(&self, account: &str, table: &str) -> Result<Vec<(String, i64)>> {
+        let db = self.database(account)?;
+        let info = db.table(table)?;
+        let (filter, binds) = db.account_clause(account, 1);
+        let columns = info.key_version_list();
+        let sql = format!("SELECT {columns} FROM {} WHERE 1 = 1{filter}", quote(table));
+        db.query(&sql, &binds)
+            .await?
+            .into_iter()
+            .map(|row| info.legacy_row(row).map(|r| (r.entity_id, r.version)))
+            .collect()
+    }
+
+    /// Every row of `table` for `account`, in key order.
+    pub async fn all_rows(&self, account: &str, table: &str) -> Result<Vec<LegacyRow>> {
+        let db = self.database(account)?;
+        let info = db.table(table)?;
+        let (filter, binds) = db.account_clause(account, 1);
+        let order = info
+            .config
+            .key
+            .iter()
+            .map(|k| quote(k))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {} FROM {} WHERE 1 = 1{filter} ORDER BY {order}",
+            info.select_list,
+            quote(table),
+        );
+        db.query(&sql, &binds)
+            .await?
+            .into_iter()
+            .map(|row| info.legacy_row(row))
+            .collect()
+    }
+}
