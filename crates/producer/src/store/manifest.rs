@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use super::unsettled::settle;
-use super::{set_account, AccountState, Store};
+use super::{placeholders, set_account, AccountState, Store};
 use crate::{now_millis, Error, Result};
 
 /// What one published batch changes in a table's checkpoint.
@@ -52,19 +52,18 @@ pub(super) async fn versions_of(
 ) -> Result<HashMap<String, i64>> {
     let mut known = HashMap::new();
     for chunk in keys.chunks(500) {
-        let mut query = sqlx::QueryBuilder::<sqlx::Any>::new(
-            "SELECT entity_id, version FROM producer_manifest WHERE account = ",
+        let placeholders = placeholders(3, chunk.len());
+        let sql = format!(
+            "SELECT entity_id, version FROM producer_manifest \
+             WHERE account = $1 AND entity_type = $2 AND entity_id IN ({placeholders})"
         );
-        query.push_bind(account);
-        query.push(" AND entity_type = ").push_bind(table);
-        query.push(" AND entity_id IN (");
-        let mut keys = query.separated(", ");
+        let mut query = sqlx::query_as::<_, (String, i64)>(&sql)
+            .bind(account)
+            .bind(table);
         for key in chunk {
-            keys.push_bind(*key);
+            query = query.bind(*key);
         }
-        query.push(")");
-        let rows: Vec<(String, i64)> = query.build_query_as().fetch_all(&mut *conn).await?;
-        known.extend(rows);
+        known.extend(query.fetch_all(&mut *conn).await?);
     }
     Ok(known)
 }

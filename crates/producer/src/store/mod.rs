@@ -26,6 +26,16 @@ mod unsettled;
 pub(crate) use manifest::{ranges_cte, tombstone_mark_key, RANGES_PER_STATEMENT};
 pub use manifest::{Advance, PART_VERSIONS};
 
+/// `$first, $first+1, …`: `count` numbered placeholders for a list of values. The store
+/// talks through sqlx's `Any` driver, whose `QueryBuilder` writes `?` placeholders that
+/// PostgreSQL does not take, so lists are numbered here.
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,

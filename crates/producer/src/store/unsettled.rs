@@ -11,17 +11,16 @@ pub(super) async fn settle(
     keys: &[&str],
 ) -> Result<()> {
     for chunk in keys.chunks(500) {
-        let mut query =
-            sqlx::QueryBuilder::<sqlx::Any>::new("DELETE FROM producer_unsettled WHERE account = ");
-        query.push_bind(account);
-        query.push(" AND entity_type = ").push_bind(table);
-        query.push(" AND entity_id IN (");
-        let mut keys = query.separated(", ");
+        let placeholders = super::placeholders(3, chunk.len());
+        let sql = format!(
+            "DELETE FROM producer_unsettled \
+             WHERE account = $1 AND entity_type = $2 AND entity_id IN ({placeholders})"
+        );
+        let mut query = sqlx::query(&sql).bind(account).bind(table);
         for key in chunk {
-            keys.push_bind(*key);
+            query = query.bind(*key);
         }
-        query.push(")");
-        query.build().execute(&mut *conn).await?;
+        query.execute(&mut *conn).await?;
     }
     Ok(())
 }
@@ -31,20 +30,20 @@ impl Store {
     pub async fn unsettle(&self, account: &str, created: &[(&str, &str, i64)]) -> Result<()> {
         for chunk in created.chunks(200) {
             self.count(1);
-            let mut query = sqlx::QueryBuilder::<sqlx::Any>::new(
-                "INSERT INTO producer_unsettled (account, entity_type, entity_id, version) ",
+            let values = (0..chunk.len())
+                .map(|i| format!("($1, ${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "INSERT INTO producer_unsettled (account, entity_type, entity_id, version) \
+                 VALUES {values} ON CONFLICT (account, entity_type, entity_id) \
+                 DO UPDATE SET version = excluded.version"
             );
-            query.push_values(chunk, |mut row, (table, key, version)| {
-                row.push_bind(account)
-                    .push_bind(*table)
-                    .push_bind(*key)
-                    .push_bind(*version);
-            });
-            query.push(
-                " ON CONFLICT (account, entity_type, entity_id) \
-                 DO UPDATE SET version = excluded.version",
-            );
-            query.build().execute(&self.pool).await?;
+            let mut query = sqlx::query(&sql).bind(account);
+            for (table, key, version) in chunk {
+                query = query.bind(*table).bind(*key).bind(*version);
+            }
+            query.execute(&self.pool).await?;
         }
         Ok(())
     }
