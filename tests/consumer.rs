@@ -21,21 +21,6 @@ use tandem_testkit::{
 use tandem_workload as domain;
 use tokio_util::sync::CancellationToken;
 
-/// A consumer with no Kafka-side commits at all: where a restart resumes is the store's call
-/// alone.
-async fn start(
-    brokers: &str,
-    topic: &str,
-    group: &str,
-    store: &str,
-    cloud: &str,
-) -> anyhow::Result<TestConsumer> {
-    let setup = ConsumerSetup::new(brokers, topic, store, cloud)
-        .group(group)
-        .kafka("enable.auto.commit", "false");
-    TestConsumer::start(setup).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_consumer_resumes_where_the_store_says() -> anyhow::Result<()> {
     let brokers = brokers()?;
@@ -49,7 +34,12 @@ async fn a_restarted_consumer_resumes_where_the_store_says() -> anyhow::Result<(
         .collect();
     publisher.publish(&events).await?;
 
-    let first = start(&brokers, &topic, &group, &store.url, &cloud.url).await?;
+    let first = TestConsumer::start(
+        ConsumerSetup::new(&brokers, &topic, &store.url, &cloud.url)
+            .group(&group)
+            .without_kafka_commits(),
+    )
+    .await?;
     first
         .until("5 applied", |s| s.applied.load(Ordering::Relaxed) == 5)
         .await?;
@@ -57,7 +47,12 @@ async fn a_restarted_consumer_resumes_where_the_store_says() -> anyhow::Result<(
 
     // Kafka has no committed offset for the group, so it re-delivers everything; the store
     // says all five are applied, and nothing reaches the cloud twice.
-    let second = start(&brokers, &topic, &group, &store.url, &cloud.url).await?;
+    let second = TestConsumer::start(
+        ConsumerSetup::new(&brokers, &topic, &store.url, &cloud.url)
+            .group(&group)
+            .without_kafka_commits(),
+    )
+    .await?;
     second
         .until("5 re-deliveries", |s| {
             s.already_applied.load(Ordering::Relaxed) == 5
@@ -115,7 +110,12 @@ async fn a_reference_to_a_row_not_yet_seen_waits_for_it() -> anyhow::Result<()> 
         .collect(),
     );
     publisher.publish(&[property]).await?;
-    let running = start(&brokers, &topic, &unique("group"), &store.url, &cloud.url).await?;
+    let running = TestConsumer::start(
+        ConsumerSetup::new(&brokers, &topic, &store.url, &cloud.url)
+            .group(&unique("group"))
+            .without_kafka_commits(),
+    )
+    .await?;
     running
         .until("the property event", |s| {
             s.applied.load(Ordering::Relaxed) == 1
@@ -170,7 +170,12 @@ async fn snapshot_end_sweeps_what_the_snapshot_did_not_send() -> anyhow::Result<
         .map(|i| contact("acme", i, i, "a@example.com"))
         .collect();
     publisher.publish(&contacts).await?;
-    let running = start(&brokers, &topic, &unique("group"), &store.url, &cloud.url).await?;
+    let running = TestConsumer::start(
+        ConsumerSetup::new(&brokers, &topic, &store.url, &cloud.url)
+            .group(&unique("group"))
+            .without_kafka_commits(),
+    )
+    .await?;
     running
         .until("3 contacts", |s| s.applied.load(Ordering::Relaxed) == 3)
         .await?;
@@ -328,7 +333,12 @@ async fn a_position_inside_a_record_batch_loses_no_event() -> anyhow::Result<()>
     committer.commit(&offsets, CommitMode::Sync)?;
     drop(committer);
 
-    let consumer = start(&brokers, &topic, &group, &db.url, &cloud.url).await?;
+    let consumer = TestConsumer::start(
+        ConsumerSetup::new(&brokers, &topic, &db.url, &cloud.url)
+            .group(&group)
+            .without_kafka_commits(),
+    )
+    .await?;
     consumer
         .until("the last three applied", |s| {
             s.applied.load(Ordering::Relaxed) == 3

@@ -16,21 +16,6 @@ use tandem_testkit::{
     brokers, contact, topic, unique, Cloud, ConsumerSetup, PgDatabase, TestConsumer,
 };
 
-/// A consumer with no Kafka-side commits at all: where a restart resumes is the store's call
-/// alone.
-async fn start(
-    brokers: &str,
-    topic: &str,
-    group: &str,
-    store: &str,
-    cloud: &str,
-) -> anyhow::Result<TestConsumer> {
-    let setup = ConsumerSetup::new(brokers, topic, store, cloud)
-        .group(group)
-        .kafka("enable.auto.commit", "false");
-    TestConsumer::start(setup).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_is_dead_lettered_with_its_bytes_and_valid_events_flow() -> anyhow::Result<()> {
     let brokers = brokers()?;
@@ -75,7 +60,12 @@ async fn garbage_is_dead_lettered_with_its_bytes_and_valid_events_flow() -> anyh
         }
     }
 
-    let running = start(&brokers, &topic, &unique("group"), &store.url, &cloud.url).await?;
+    let running = TestConsumer::start(
+        ConsumerSetup::new(&brokers, &topic, &store.url, &cloud.url)
+            .group(&unique("group"))
+            .without_kafka_commits(),
+    )
+    .await?;
     running
         .until("50 applied and 1,000 dead-lettered", |s| {
             s.applied.load(Ordering::Relaxed) == 50

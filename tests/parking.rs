@@ -13,21 +13,6 @@ use tandem_testkit::{
     brokers, contact, topic, unique, Cloud, ConsumerSetup, PgDatabase, TestConsumer,
 };
 
-/// A consumer with no Kafka-side commits at all: where a restart resumes is the store's call
-/// alone.
-async fn start(
-    brokers: &str,
-    topic: &str,
-    group: &str,
-    store: &str,
-    cloud: &str,
-) -> anyhow::Result<TestConsumer> {
-    let setup = ConsumerSetup::new(brokers, topic, store, cloud)
-        .group(group)
-        .kafka("enable.auto.commit", "false");
-    TestConsumer::start(setup).await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanently_failing_account_is_parked_and_resumed() -> anyhow::Result<()> {
     let brokers = brokers()?;
@@ -45,7 +30,12 @@ async fn a_permanently_failing_account_is_parked_and_resumed() -> anyhow::Result
         events.push(contact("bad", i, i, "b@example.com"));
     }
     publisher.publish(&events).await?;
-    let running = start(&brokers, &topic, &unique("group"), &store.url, &cloud.url).await?;
+    let running = TestConsumer::start(
+        ConsumerSetup::new(&brokers, &topic, &store.url, &cloud.url)
+            .group(&unique("group"))
+            .without_kafka_commits(),
+    )
+    .await?;
     running
         .until("good applied, bad parked", |s| {
             s.applied.load(Ordering::Relaxed) == 3

@@ -92,6 +92,33 @@ fn kafka_property(s: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("expected key=value, got {s:?}"))
 }
 
+/// The producer's checkpoint store.
+#[derive(Debug, Args)]
+pub struct ProducerStore {
+    /// The producer's checkpoint store: `sqlite://…` (a path relative to the working
+    /// directory) or `postgres://…`.
+    #[arg(
+        long = "store",
+        env = "TANDEM_PRODUCER_STORE",
+        default_value = "sqlite://tandem-producer.db"
+    )]
+    pub url: String,
+}
+
+/// The consumer's store.
+#[derive(Debug, Args)]
+pub struct ConsumerStore {
+    /// The consumer's store: `sqlite://…` (a path relative to the working directory) or
+    /// `postgres://…`.
+    #[arg(
+        long = "store",
+        global = true,
+        env = "TANDEM_CONSUMER_STORE",
+        default_value = "sqlite://tandem-consumer.db"
+    )]
+    pub url: String,
+}
+
 #[derive(Debug, Args)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers.
@@ -148,13 +175,8 @@ pub struct ProduceArgs {
     pub sources: PathBuf,
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// The producer's checkpoint store (`sqlite://…` or `postgres://…`).
-    #[arg(
-        long,
-        env = "TANDEM_PRODUCER_STORE",
-        default_value = "sqlite://tandem-producer.db"
-    )]
-    pub store: String,
+    #[command(flatten)]
+    pub store: ProducerStore,
     /// Pause between detection cycles (e.g. 200ms, 5s).
     #[arg(long, env = "TANDEM_INTERVAL", default_value = "200ms", value_parser = humantime::parse_duration)]
     pub interval: Duration,
@@ -195,7 +217,7 @@ impl ProduceArgs {
         tandem_producer::Options {
             brokers: self.kafka.brokers.clone(),
             topic: self.kafka.topic.clone(),
-            store_url: self.store.clone(),
+            store_url: self.store.url.clone(),
             interval: self.interval,
             batch_size: self.batch_size.max(1),
             concurrency: self.concurrency.max(1),
@@ -231,14 +253,8 @@ pub struct SnapshotArgs {
 pub struct AccountsArgs {
     #[command(subcommand)]
     pub action: AccountsAction,
-    /// The consumer's store.
-    #[arg(
-        long,
-        global = true,
-        env = "TANDEM_CONSUMER_STORE",
-        default_value = "sqlite://tandem-consumer.db"
-    )]
-    pub store: String,
+    #[command(flatten)]
+    pub store: ConsumerStore,
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,13 +283,8 @@ pub struct PublishArgs {
     pub account: Option<String>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
-    /// The producer's store, where account epochs are kept.
-    #[arg(
-        long,
-        env = "TANDEM_PRODUCER_STORE",
-        default_value = "sqlite://tandem-producer.db"
-    )]
-    pub store: String,
+    #[command(flatten)]
+    pub store: ProducerStore,
 }
 
 #[derive(Debug, Args)]
@@ -292,13 +303,8 @@ pub struct ConsumeArgs {
     /// Dead-letter topic (default: the topic name + ".dlq").
     #[arg(long, env = "TANDEM_DEAD_LETTER_TOPIC")]
     pub dead_letter_topic: Option<String>,
-    /// The consumer's store (`sqlite://…` or `postgres://…`).
-    #[arg(
-        long,
-        env = "TANDEM_CONSUMER_STORE",
-        default_value = "sqlite://tandem-consumer.db"
-    )]
-    pub store: String,
+    #[command(flatten)]
+    pub store: ConsumerStore,
     /// Base URL of the cloud API.
     #[arg(
         long,

@@ -18,6 +18,26 @@ pub async fn open(url: &str) -> Result<AnyPool, sqlx::Error> {
     connect(&with_create(url)).await
 }
 
+/// Why a store could not be opened and migrated.
+#[derive(Debug)]
+pub enum OpenError {
+    Connect(sqlx::Error),
+    Migrate(sqlx::migrate::MigrateError),
+}
+
+/// Opens the store at `url` (creating a missing SQLite file) and runs `migrator`, the calling
+/// part's own migrations. The producer and the consumer may share one database, each with
+/// migrations the other does not know; those are left alone.
+pub async fn open_migrated(
+    url: &str,
+    mut migrator: sqlx::migrate::Migrator,
+) -> Result<AnyPool, OpenError> {
+    let pool = open(url).await.map_err(OpenError::Connect)?;
+    migrator.set_ignore_missing(true);
+    migrator.run(&pool).await.map_err(OpenError::Migrate)?;
+    Ok(pool)
+}
+
 /// Opens the store at `url` only if it exists: for commands that look at a store, which must
 /// not leave an empty one behind when given a wrong path.
 pub async fn open_existing(url: &str) -> Result<AnyPool, sqlx::Error> {

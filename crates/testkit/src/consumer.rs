@@ -42,6 +42,11 @@ impl ConsumerSetup {
         self
     }
 
+    /// No Kafka-side commits at all: where a restart resumes is the store's call alone.
+    pub fn without_kafka_commits(self) -> Self {
+        self.kafka("enable.auto.commit", "false")
+    }
+
     /// A librdkafka property for every client of the consumer, applied last.
     pub fn kafka(mut self, key: &str, value: &str) -> Self {
         self.options.kafka.push((key.to_owned(), value.to_owned()));

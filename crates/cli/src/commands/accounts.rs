@@ -5,7 +5,7 @@ use tandem_consumer::Store;
 use crate::args::{AccountsAction, AccountsArgs};
 
 pub(super) async fn run_accounts(args: AccountsArgs) -> anyhow::Result<i32> {
-    let store = Store::open_existing(&args.store).await?;
+    let store = Store::open_existing(&args.store.url).await?;
     match args.action {
         AccountsAction::Status => {
             let parked = store.parked_accounts().await?;

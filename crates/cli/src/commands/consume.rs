@@ -16,7 +16,7 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
         let legacy = Legacy::connect(&Sources::load(path)?, path).await?;
         mapping.check_columns(&legacy.columns())?;
     }
-    let store = Store::open(&args.store).await?;
+    let store = Store::open(&args.store.url).await?;
     let client = CloudClient::new(
         &args.cloud_url,
         args.cloud_timeout,

@@ -107,7 +107,7 @@ pub(super) async fn run_publish(args: PublishArgs) -> anyhow::Result<i32> {
     for rejection in &rejected {
         eprintln!("rejected {rejection}");
     }
-    let store = tandem_producer::Store::open(&args.store).await?;
+    let store = tandem_producer::Store::open(&args.store.url).await?;
     let publisher = tandem_producer::Publisher::connect(
         &args.kafka.brokers,
         &args.kafka.topic,

@@ -29,17 +29,16 @@ pub struct Store {
 
 impl Store {
     pub async fn open(url: &str) -> Result<Self> {
-        let pool = tandem_sql::open(url)
+        let pool = tandem_sql::open_migrated(url, sqlx::migrate!())
             .await
-            .map_err(|source| Error::Connect {
-                what: "consumer store",
-                url: url.to_owned(),
-                source,
+            .map_err(|e| match e {
+                tandem_sql::OpenError::Connect(source) => Error::Connect {
+                    what: "consumer store",
+                    url: url.to_owned(),
+                    source,
+                },
+                tandem_sql::OpenError::Migrate(e) => Error::Migrate(e),
             })?;
-        let mut migrator = sqlx::migrate!();
-        // The producer may keep its tables in the same database, with migrations of its own.
-        migrator.set_ignore_missing(true);
-        migrator.run(&pool).await.map_err(Error::Migrate)?;
         Ok(Store { pool })
     }
 
