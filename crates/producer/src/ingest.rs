@@ -28,7 +28,7 @@ use serde_json::Value as Json_;
 use tandem_event::{ChangeEvent, Kind, Row, Value};
 use tokio_util::sync::CancellationToken;
 
-use crate::{now_millis, Checkpoint, Error, Outbox, Result};
+use crate::{now_millis, Error, Outbox, Result};
 
 /// One detection handed in.
 #[derive(Debug, Clone, PartialEq)]
@@ -261,9 +261,7 @@ pub async fn publish_detections(
             event.detected_at = detected_at;
             events.push(event);
         }
-        outbox
-            .send(account, &events, Checkpoint::Nothing, None)
-            .await?;
+        outbox.send_handed_in(account, &events).await?;
         if restored {
             outbox.store().set_account(account, &state).await?;
         }

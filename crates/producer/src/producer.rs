@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -29,9 +29,10 @@ pub struct Producer {
     /// This instance's name in account leases.
     pub(crate) owner: String,
     notify_channel: Option<(String, String)>,
-    /// Cancelled when the producer is asked to stop: a long step (a snapshot) stops between
-    /// two batches instead of running to its end.
-    pub(crate) stopping: CancellationToken,
+    /// Set while `run` is stopping: a long step (a snapshot) stops between two batches instead
+    /// of running to its end, and accounts not started yet are left for next time. Cleared
+    /// when `run` returns, so cycles called afterwards run in full.
+    stopping: AtomicBool,
 }
 
 impl Producer {
@@ -70,8 +71,13 @@ impl Producer {
             options,
             owner,
             notify_channel,
-            stopping: CancellationToken::new(),
+            stopping: AtomicBool::new(false),
         })
+    }
+
+    /// Whether `run` is stopping (see [`Producer::run`]).
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
     }
 
     pub fn store(&self) -> &Store {
@@ -109,8 +115,18 @@ impl Producer {
             ));
         }
         tasks.close();
+        self.stopping.store(false, Ordering::Relaxed);
         let mut only: Option<BTreeSet<String>> = None;
+        // Every account gets a cycle at least once an interval, however many notifications
+        // name single accounts in between.
+        let mut next_full = tokio::time::Instant::now();
         loop {
+            if tokio::time::Instant::now() >= next_full {
+                only = None;
+            }
+            if only.is_none() {
+                next_full = tokio::time::Instant::now() + self.options.interval;
+            }
             let cycle = self.cycle_some(only.take());
             tokio::pin!(cycle);
             tokio::select! {
@@ -120,7 +136,7 @@ impl Producer {
                     }
                 }
                 _ = shutdown.cancelled() => {
-                    self.stopping.cancel();
+                    self.stopping.store(true, Ordering::Relaxed);
                     let grace = self.options.grace;
                     if tokio::time::timeout(grace, cycle).await.is_err() {
                         warn!(
@@ -134,11 +150,12 @@ impl Producer {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(self.options.interval) => {}
+                _ = tokio::time::sleep_until(next_full) => {}
                 accounts = wake.woken() => only = accounts,
             }
         }
         tasks.wait().await;
+        self.stopping.store(false, Ordering::Relaxed);
         for account in self.legacy.accounts().await.unwrap_or_default() {
             if let Err(e) = self.store.release(&account, &self.owner).await {
                 warn!(account, error = %e, "cannot release the lease");

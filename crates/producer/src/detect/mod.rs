@@ -53,6 +53,10 @@ impl Producer {
 
     /// One cycle of one account, if this instance gets (or holds) the account's lease.
     pub async fn cycle_account(&self, account: &str) -> Result<u64> {
+        // Stopping: accounts not started yet wait for the next run.
+        if self.is_stopping() {
+            return Ok(0);
+        }
         let ttl = self.options.lease_ttl;
         if !self.store.try_lease(account, &self.owner, ttl).await? {
             return Ok(0);
@@ -104,9 +108,10 @@ impl Producer {
                 }
             }
         }
-        let due = suspect
+        let due = (suspect
             || now_millis() - state.deletes_checked_at
-                >= self.options.delete_check_interval.as_millis() as i64;
+                >= self.options.delete_check_interval.as_millis() as i64)
+            && !self.is_stopping();
         if due {
             for table in self.legacy.tables() {
                 match self.check_deletes(account, &state, table, upto).await? {

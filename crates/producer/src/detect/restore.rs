@@ -125,7 +125,7 @@ impl Producer {
             for chunk in events.chunks(self.options.batch_size.max(1)) {
                 // Nothing of a reconcile is checkpointed before its end: stopped, it is
                 // detected and repeated next time, with the same event ids.
-                if self.stopping.is_cancelled() {
+                if self.is_stopping() {
                     return Err(Error::Stopped {
                         account: account.to_owned(),
                         step: "reconcile after a restore",

@@ -29,9 +29,10 @@ impl Producer {
         let mut published = 0;
         let mut new_high_water = high_water;
         loop {
-            // Every batch so far is checkpointed: a stop leaves the rest for next time.
-            if self.stopping.is_cancelled() {
-                break;
+            // Every batch so far is checkpointed: a stop leaves the rest for next time. The
+            // in-flight markers stay as they are, since their window was not read again.
+            if self.is_stopping() {
+                return Ok(Step::Published(published));
             }
             let rows = self
                 .legacy

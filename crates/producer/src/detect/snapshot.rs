@@ -77,7 +77,7 @@ impl Producer {
             loop {
                 // A stop leaves the snapshot unfinished: without its end, the account is not
                 // enrolled (or the requested snapshot not done), and it starts again.
-                if self.stopping.is_cancelled() {
+                if self.is_stopping() {
                     return Err(Error::Stopped {
                         account: account.to_owned(),
                         step: "snapshot",

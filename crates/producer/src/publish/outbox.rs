@@ -79,10 +79,7 @@ impl Outbox {
                 self.store.unsettle(account, &unsettled).await?;
             }
             self.raise_mark(account, events).await?;
-            self.publisher.publish(events).await?;
-            self.stats
-                .published
-                .fetch_add(events.len() as u64, Ordering::Relaxed);
+            self.publish(events).await?;
         }
         match checkpoint {
             Checkpoint::Nothing => Ok(()),
@@ -97,9 +94,31 @@ impl Outbox {
         }
     }
 
-    /// Raises the account's published mark to the batch's newest version in its last epoch
-    /// (handed-in detections may start a new epoch mid-batch), unless this instance raised it
-    /// that far already.
+    /// Publishes detections handed in by another process. They are not the detector's: no key
+    /// becomes unsettled (the detector could not settle it, and would take a key it never read
+    /// for one it lost), and nothing is checkpointed. The published mark is raised, so the
+    /// detector's deletes still order after them — unless the batch starts a new epoch, whose
+    /// account state moves only after the send: the next batch raises it then.
+    pub async fn send_handed_in(&self, account: &str, events: &[ChangeEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        if events.iter().all(|e| e.kind != Kind::DatabaseRestored) {
+            self.raise_mark(account, events).await?;
+        }
+        self.publish(events).await
+    }
+
+    async fn publish(&self, events: &[ChangeEvent]) -> Result<()> {
+        self.publisher.publish(events).await?;
+        self.stats
+            .published
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Raises the account's published mark to the batch's newest version (a batch is of one
+    /// epoch), unless this instance raised it that far already.
     async fn raise_mark(&self, account: &str, events: &[ChangeEvent]) -> Result<()> {
         let epoch = events.iter().map(|e| e.epoch).max().unwrap_or(0);
         let version = events
