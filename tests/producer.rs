@@ -226,3 +226,25 @@ async fn one_sqlite_database_per_account() -> anyhow::Result<()> {
     ensure!(events.iter().all(|(key, e)| *key == e.account_id));
     Ok(())
 }
+
+/// The topic is created to be replayed: kept forever and never compacted, as the broker then
+/// reports; asking again finds it and reports it the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_topic_is_created_to_be_replayed() -> anyhow::Result<()> {
+    let brokers = brokers()?;
+    let name = tandem_testkit::unique("tandem-retention").replace('_', "-");
+    let settings = tandem_producer::TopicSettings::new(3);
+    let first = tandem_producer::ensure_topic(&brokers, &name, &settings, &[]).await?;
+    let configs =
+        |report: &tandem_producer::TopicReport| -> Vec<(String, String)> { report.configs.clone() };
+    ensure!(first.created, "{first}");
+    let want = vec![
+        ("retention.ms".to_owned(), "-1".to_owned()),
+        ("cleanup.policy".to_owned(), "delete".to_owned()),
+    ];
+    ensure!(configs(&first) == want, "{first}");
+    ensure!(first.replay_warning().is_none(), "{first}");
+    let again = tandem_producer::ensure_topic(&brokers, &name, &settings, &[]).await?;
+    ensure!(!again.created && configs(&again) == want, "{again}");
+    Ok(())
+}

@@ -85,6 +85,19 @@ fn lease_ttl(s: &str) -> Result<Duration, String> {
     Ok(ttl)
 }
 
+/// How long a topic keeps events: `None` is forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention(pub Option<Duration>);
+
+fn retention(s: &str) -> Result<Retention, String> {
+    if s.eq_ignore_ascii_case("forever") {
+        return Ok(Retention(None));
+    }
+    humantime::parse_duration(s)
+        .map(|d| Retention(Some(d)))
+        .map_err(|e| format!("{s:?}: {e} (give `forever` or a duration such as 90d)"))
+}
+
 fn kafka_property(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
@@ -190,9 +203,20 @@ pub struct ProduceArgs {
     /// single-object encoding.
     #[arg(long, env = "TANDEM_CONFLUENT_SCHEMA_ID")]
     pub confluent_schema_id: Option<u32>,
-    /// Create the topic (and its dead-letter topic) with this many partitions if missing.
+    /// Create the topic (and its dead-letter topic) with this many partitions if missing, and
+    /// report the topic's retention either way.
     #[arg(long)]
     pub create_topic: Option<i32>,
+    /// With --create-topic: replicas of each partition.
+    #[arg(long, env = "TANDEM_REPLICATION_FACTOR", default_value_t = 1)]
+    pub replication_factor: i32,
+    /// With --create-topic: how long events are kept, `forever` (the default: any account can
+    /// be replayed from its first event) or a duration such as `90d`.
+    #[arg(long, env = "TANDEM_RETENTION", default_value = "forever", value_parser = retention)]
+    pub retention: Retention,
+    /// With --create-topic: replicas that must have a write before it is acknowledged.
+    #[arg(long, env = "TANDEM_MIN_INSYNC_REPLICAS")]
+    pub min_insync_replicas: Option<i32>,
     /// Run one cycle and exit.
     #[arg(long)]
     pub once: bool,

@@ -172,9 +172,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     let mock;
     let brokers = match &options.brokers {
         Some(brokers) => {
-            tandem_producer::ensure_topic(brokers, &topic, options.partitions, &options.kafka)
-                .await?;
-            tandem_producer::ensure_topic(brokers, &format!("{topic}.dlq"), 1, &options.kafka)
+            let settings = tandem_producer::TopicSettings::new(options.partitions);
+            tandem_producer::ensure_topic(brokers, &topic, &settings, &options.kafka).await?;
+            let dlq = tandem_producer::TopicSettings::new(1);
+            tandem_producer::ensure_topic(brokers, &format!("{topic}.dlq"), &dlq, &options.kafka)
                 .await?;
             brokers.clone()
         }

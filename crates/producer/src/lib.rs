@@ -35,7 +35,9 @@ pub use detect::{Differences, RestoreSignal, Snapshot};
 pub use error::{Error, Result};
 pub use options::Options;
 pub use producer::Producer;
-pub use publish::{ensure_topic, producer_config, Checkpoint, Outbox, Publisher};
+pub use publish::{
+    ensure_topic, producer_config, Checkpoint, Outbox, Publisher, TopicReport, TopicSettings,
+};
 pub use stats::Stats;
 pub use store::{AccountState, Store};
 pub use tandem_event::now_millis;

@@ -37,8 +37,10 @@ pub fn unique(prefix: &str) -> String {
 /// A fresh topic with `partitions` partitions and its dead-letter topic (`<topic>.dlq`).
 pub async fn topic(brokers: &str, partitions: i32) -> anyhow::Result<String> {
     let topic = unique("tandem-test").replace('_', "-");
-    tandem_producer::ensure_topic(brokers, &topic, partitions, &[]).await?;
-    tandem_producer::ensure_topic(brokers, &format!("{topic}.dlq"), 1, &[]).await?;
+    let settings = tandem_producer::TopicSettings::new(partitions);
+    tandem_producer::ensure_topic(brokers, &topic, &settings, &[]).await?;
+    let dlq = tandem_producer::TopicSettings::new(1);
+    tandem_producer::ensure_topic(brokers, &format!("{topic}.dlq"), &dlq, &[]).await?;
     Ok(topic)
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tandem_producer::config::Sources;
-use tandem_producer::{Outbox, Producer, Snapshot};
+use tandem_producer::{Outbox, Producer, Snapshot, TopicSettings};
 
 use crate::args::{ProduceArgs, PublishArgs, SnapshotArgs};
 use crate::shutdown_on_signal;
@@ -14,9 +14,27 @@ pub(super) async fn run_produce(args: ProduceArgs) -> anyhow::Result<i32> {
     let sources = Sources::load(&args.sources)?;
     if let Some(partitions) = args.create_topic {
         let k = &args.kafka;
-        tandem_producer::ensure_topic(&k.brokers, &k.topic, partitions, &k.kafka).await?;
-        let dlq = format!("{}.dlq", k.topic);
-        tandem_producer::ensure_topic(&k.brokers, &dlq, 1, &k.kafka).await?;
+        let settings = TopicSettings {
+            partitions,
+            replication_factor: args.replication_factor,
+            retention: args.retention.0,
+            min_insync_replicas: args.min_insync_replicas,
+        };
+        let dlq = TopicSettings {
+            partitions: 1,
+            ..settings.clone()
+        };
+        for (topic, settings) in [
+            (k.topic.clone(), settings),
+            (format!("{}.dlq", k.topic), dlq),
+        ] {
+            let report =
+                tandem_producer::ensure_topic(&k.brokers, &topic, &settings, &k.kafka).await?;
+            eprintln!("{report}");
+            if let Some(warning) = report.replay_warning() {
+                eprintln!("tandem: warning: {warning}; see docs/OPERATIONS.md, \"Retention\"");
+            }
+        }
     }
     let producer = Producer::connect(&sources, &args.sources, args.options()).await?;
     if args.once {

@@ -4,10 +4,7 @@
 use std::time::Duration;
 
 use futures::future::try_join_all;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
 use rdkafka::util::Timeout;
 use tandem_event::{ChangeEvent, Codec};
@@ -15,8 +12,10 @@ use tandem_event::{ChangeEvent, Codec};
 use crate::{Error, Result};
 
 mod outbox;
+mod topic;
 
 pub use outbox::{Checkpoint, Outbox};
+pub use topic::{ensure_topic, TopicReport, TopicSettings};
 
 /// Librdkafka settings for an idempotent producer; `extra` passes through unchanged, last.
 pub fn producer_config(brokers: &str, extra: &[(String, String)]) -> ClientConfig {
@@ -118,44 +117,4 @@ impl Publisher {
         try_join_all(sends).await?;
         Ok(())
     }
-}
-
-/// Creates `topic` with `partitions` partitions unless it exists already.
-pub async fn ensure_topic(
-    brokers: &str,
-    topic: &str,
-    partitions: i32,
-    extra: &[(String, String)],
-) -> Result<()> {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", brokers);
-    for (key, value) in extra {
-        config.set(key, value);
-    }
-    let admin: AdminClient<DefaultClientContext> =
-        config.create().map_err(|source| Error::Broker {
-            brokers: brokers.to_owned(),
-            source,
-        })?;
-    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
-    let results = admin
-        .create_topics([&new], &options)
-        .await
-        .map_err(|source| Error::Broker {
-            brokers: brokers.to_owned(),
-            source,
-        })?;
-    for result in results {
-        match result {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                return Err(Error::CreateTopic {
-                    topic: name,
-                    reason: code.to_string(),
-                })
-            }
-        }
-    }
-    Ok(())
 }
