@@ -135,3 +135,22 @@ async fn unreachable_legacy_database_is_named() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// The producer and the consumer may share one database, and sqlx records every migration
+/// by its version in one table there: a version used by both would make the second part's
+/// start fail with "previously applied but has been modified".
+#[test]
+fn producer_and_consumer_migrations_never_share_a_version() -> anyhow::Result<()> {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
+    let mut seen = std::collections::BTreeMap::new();
+    for part in ["producer", "consumer"] {
+        for entry in std::fs::read_dir(crates.join(part).join("migrations"))? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            let version = name.split('_').next().unwrap_or_default().to_owned();
+            if let Some(other) = seen.insert(version.clone(), format!("{part}/{name}")) {
+                anyhow::bail!("version {version} is used by {other} and {part}/{name}");
+            }
+        }
+    }
+    Ok(())
+}

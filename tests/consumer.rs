@@ -357,3 +357,48 @@ async fn a_position_inside_a_record_batch_loses_no_event() -> anyhow::Result<()>
     cloud.stop().await?;
     db.drop().await
 }
+
+/// An account applied to another cloud account (its target): its documents, ID map and
+/// positions are the target's, and the account of the same id is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_is_applied_to_its_target() -> anyhow::Result<()> {
+    let brokers = brokers()?;
+    let topic = topic(&brokers, 1).await?;
+    let db = PgDatabase::create().await?;
+    let cloud = Cloud::start(Default::default()).await?;
+    let store = Store::open(&db.url).await?;
+    store.set_target("acme", "acme-eu").await?;
+    let refused = store.set_target("globex", "acme-eu").await;
+    ensure!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("it is the target of acme")),
+        "{refused:?}"
+    );
+    let publisher = Publisher::connect(&brokers, &topic, Codec::default(), &[]).await?;
+    publisher
+        .publish(&[
+            contact("acme", 1, 1, "a@example.com"),
+            contact("acme", 2, 2, "b@example.com"),
+            contact("acme", 1, 3, "a2@example.com"),
+        ])
+        .await?;
+    let running =
+        TestConsumer::start(ConsumerSetup::new(&brokers, &topic, &db.url, &cloud.url)).await?;
+    running
+        .until("three applied", |s| s.applied.load(Ordering::Relaxed) == 3)
+        .await?;
+    running.stop().await?;
+    let client = CloudClient::new(&cloud.url, Duration::from_secs(5), 1);
+    let moved = client.list("acme-eu", "contacts").await?;
+    ensure!(moved.len() == 2, "{moved:?}");
+    ensure!(
+        moved.iter().any(|c| c["email"] == "a2@example.com"),
+        "{moved:?}"
+    );
+    ensure!(client.list("acme", "contacts").await?.is_empty());
+    ensure!(store.cloud_id("acme-eu", "contact", "1").await?.is_some());
+    ensure!(store.cloud_id("acme", "contact", "1").await?.is_none());
+    cloud.stop().await?;
+    db.drop().await
+}

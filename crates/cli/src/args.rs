@@ -286,6 +286,17 @@ pub enum AccountsAction {
     /// Parked accounts (with why and how many events they hold) and resources waiting for a
     /// reference.
     Status,
+    /// Apply ACCOUNT's events to the cloud account TARGET from now on (TARGET = ACCOUNT: the
+    /// default again). Rebuild TARGET first (`tandem replay --into`), then run the same replay
+    /// again after the switch: what arrived in between is applied, the rest is skipped.
+    Target {
+        /// The legacy account.
+        account: String,
+        /// The cloud account it is applied to.
+        target: String,
+    },
+    /// Accounts applied to another cloud account than their own.
+    Targets,
     /// Apply parked accounts' held events again, each starting with the one that failed; the
     /// running consumer does it within a second.
     Resume {
@@ -417,6 +428,10 @@ pub struct VerifyArgs {
     /// Only these accounts (repeatable); all accounts of the sources by default.
     #[arg(long)]
     pub account: Vec<String>,
+    /// Compare the accounts with this cloud account instead of their target (e.g. a rebuild
+    /// made with `tandem replay --into`).
+    #[arg(long, requires = "account")]
+    pub into: Option<String>,
     /// The consumer's store: when given, parked accounts are reported with their reasons
     /// beside the drift (a parked account's later events wait there, not in the cloud).
     #[arg(long, env = "TANDEM_CONSUMER_STORE")]

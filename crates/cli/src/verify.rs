@@ -22,17 +22,28 @@ pub async fn legacy_rows(legacy: &Legacy, account: &str) -> anyhow::Result<Legac
     Ok(rows)
 }
 
-/// Verifies each account in turn.
+/// Verifies each account in turn against the cloud account of the same id.
 pub async fn verify_accounts(
     legacy: &Legacy,
     mapping: &Mapping,
     cloud: &CloudClient,
     accounts: &[String],
 ) -> anyhow::Result<Vec<AccountDrift>> {
-    let mut out = Vec::with_capacity(accounts.len());
-    for account in accounts {
+    let pairs: Vec<(String, String)> = accounts.iter().map(|a| (a.clone(), a.clone())).collect();
+    verify_targets(legacy, mapping, cloud, &pairs).await
+}
+
+/// Verifies each (legacy account, cloud account it is applied to) in turn.
+pub async fn verify_targets(
+    legacy: &Legacy,
+    mapping: &Mapping,
+    cloud: &CloudClient,
+    pairs: &[(String, String)],
+) -> anyhow::Result<Vec<AccountDrift>> {
+    let mut out = Vec::with_capacity(pairs.len());
+    for (account, target) in pairs {
         let rows = legacy_rows(legacy, account).await?;
-        out.push(verify_account(mapping, account, &rows, cloud).await?);
+        out.push(verify_account(mapping, (account, target), &rows, cloud).await?);
     }
     Ok(out)
 }
@@ -99,7 +110,8 @@ impl Report {
         let by_account: Vec<AccountReport> = drift
             .into_iter()
             .filter_map(|a| {
-                let why = parked.remove(a.account.as_str());
+                // Held events are kept under the target an account is applied to.
+                let why = parked.remove(a.target.as_deref().unwrap_or(&a.account));
                 parked_here += usize::from(why.is_some());
                 (!a.is_clean() || why.is_some()).then(|| AccountReport {
                     account: a.account.clone(),

@@ -63,6 +63,13 @@ pub enum Error {
     /// did was not recorded, and the account's next holder repeats it.
     #[error("account {account}: lease lost to another worker; nothing recorded")]
     LeaseLost { account: String },
+    /// A target that cannot be given to an account.
+    #[error("account {account} cannot be applied to {target}: {reason}")]
+    Target {
+        account: String,
+        target: String,
+        reason: String,
+    },
     /// One of the consumer's own tasks died (a panic), or its in-flight bound was closed.
     #[error("the consumer's {what} stopped unexpectedly: {message}")]
     Task { what: &'static str, message: String },
@@ -105,6 +112,7 @@ impl Error {
             | Error::CorruptStore { .. }
             | Error::Migrate(_)
             | Error::Broker { .. }
+            | Error::Target { .. }
             | Error::Task { .. } => Disposition::Fatal,
         }
     }

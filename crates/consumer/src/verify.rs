@@ -22,6 +22,9 @@ pub type LegacyRows = BTreeMap<String, Vec<(String, Row)>>;
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct AccountDrift {
     pub account: String,
+    /// The cloud account compared, when it is not the account of the same id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     pub missing: Vec<String>,
     pub extra: Vec<String>,
     pub different: Vec<String>,
@@ -77,10 +80,11 @@ impl Totals {
     }
 }
 
-/// Compares one account's legacy rows (through the mapping) with the cloud.
+/// Compares one account's legacy rows (through the mapping) with the cloud account it is
+/// applied to, `target` (usually the account of the same id).
 pub async fn verify_account(
     mapping: &Mapping,
-    account: &str,
+    (account, target): (&str, &str),
     legacy: &LegacyRows,
     cloud: &CloudClient,
 ) -> Result<AccountDrift, ApiError> {
@@ -89,11 +93,12 @@ pub async fn verify_account(
     let mut actual: HashMap<&str, BTreeMap<String, Map<String, Json>>> = HashMap::new();
     let mut drift = AccountDrift {
         account: account.to_owned(),
+        target: (target != account).then(|| target.to_owned()),
         ..AccountDrift::default()
     };
     for resource in &mapping.resources {
         let docs = actual.entry(&resource.name).or_default();
-        for doc in cloud.list(account, &resource.collection).await? {
+        for doc in cloud.list(target, &resource.collection).await? {
             let Json::Object(doc) = doc else { continue };
             match doc.get(ref_field).and_then(Json::as_str) {
                 Some(key) => {
@@ -166,7 +171,7 @@ pub async fn verify_account(
                 .map(|k| format!("{}/{k}", resource.name)),
         );
     }
-    if let Some(entries) = cloud.audit(account).await? {
+    if let Some(entries) = cloud.audit(target).await? {
         // A duplicate is a create while a resource of the same root key is still there; a
         // root deleted and created again in the legacy data is created again, legitimately.
         let mut live: BTreeMap<(String, String), usize> = BTreeMap::new();

@@ -21,6 +21,22 @@ pub(super) async fn run_accounts(args: AccountsArgs) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
+        AccountsAction::Target { account, target } => {
+            store.set_target(&account, &target).await?;
+            println!("{account}: applied to cloud account {target} from now on");
+            Ok(0)
+        }
+        AccountsAction::Targets => {
+            let targets = store.targets().await?;
+            println!(
+                "{} accounts applied to another cloud account",
+                targets.len()
+            );
+            for (account, target) in targets {
+                println!("  {account} -> {target}");
+            }
+            Ok(0)
+        }
         AccountsAction::Resume { all: true, .. } => {
             let accounts = store.request_resume_all().await?;
             println!(

@@ -24,8 +24,19 @@ pub(super) async fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
     } else {
         args.account
     };
+    // Each account against the cloud account it is applied to: its target in the consumer's
+    // store, or (without a store, or with --into) the account of the same id.
+    let mut pairs = Vec::with_capacity(accounts.len());
+    for account in accounts {
+        let target = match (&args.into, &store) {
+            (Some(into), _) => into.clone(),
+            (None, Some(store)) => store.target_of(&account).await?,
+            (None, None) => account.clone(),
+        };
+        pairs.push((account, target));
+    }
     let client = CloudClient::new(&args.cloud_url, Duration::from_secs(30), 4);
-    let drift = crate::verify::verify_accounts(&legacy, &mapping, &client, &accounts)
+    let drift = crate::verify::verify_targets(&legacy, &mapping, &client, &pairs)
         .await
         .with_context(|| format!("cannot verify against {}", args.cloud_url))?;
     let parked = match &store {

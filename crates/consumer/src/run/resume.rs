@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tandem_event::ChangeEvent;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -59,7 +60,11 @@ impl Inner {
                     break;
                 }
                 let event = match self.codec.decode(&bytes) {
-                    Ok(event) => event,
+                    // Held under its target: it applies there, as it would have.
+                    Ok(event) => ChangeEvent {
+                        account_id: account.clone(),
+                        ..event
+                    },
                     Err(e) => {
                         warn!(account, seq, error = %e, "held message no longer decodes; dropped");
                         store.release(&account, seq).await?;

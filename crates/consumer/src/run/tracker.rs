@@ -90,6 +90,9 @@ pub(super) struct Tracker {
     /// The current group membership: moves on when the consumer leaves the group and joins it
     /// again, so the old client's late rebalance callbacks are ignored.
     pub(super) member: u64,
+    /// Per legacy account, its target as the store said and when: read again after a few
+    /// seconds, so a target set by an operator takes effect without a restart.
+    pub(super) targets: HashMap<String, (String, Instant)>,
 }
 
 impl Tracker {

@@ -35,7 +35,33 @@ fn event_retries() -> impl Iterator<Item = Duration> {
         .without_max_times()
         .build()
 }
+/// How long a target read from the store is used before it is read again.
+const TARGET_TTL: Duration = Duration::from_secs(5);
+
 impl Inner {
+    /// The event as it applies to its legacy account's target: the target takes the place
+    /// of the account in the store's keys, the leases and the cloud calls.
+    async fn retarget(&self, mut event: ChangeEvent) -> Result<ChangeEvent> {
+        let cached = lock(&self.tracker)
+            .targets
+            .get(&event.account_id)
+            .filter(|(_, at)| at.elapsed() < TARGET_TTL)
+            .map(|(target, _)| target.clone());
+        let target = match cached {
+            Some(target) => target,
+            None => {
+                let target = self.engine.store().target_of(&event.account_id).await?;
+                lock(&self.tracker).targets.insert(
+                    event.account_id.clone(),
+                    (target.clone(), std::time::Instant::now()),
+                );
+                target
+            }
+        };
+        event.account_id = target;
+        Ok(event)
+    }
+
     /// Takes in one message: skips it if the store says it was applied, dead-letters it if it
     /// does not decode, else queues it behind its account's earlier events.
     pub(super) async fn dispatch(
@@ -73,6 +99,8 @@ impl Inner {
                 return Ok(());
             }
         };
+        // From here on the event is the target's: store keys, leases and the cloud account.
+        let event = self.retarget(event).await?;
         if offset < self.account_next(&key, &event.account_id).await? {
             tracing::debug!(partition = key.1, offset, account = %event.account_id, "already applied per the store");
             self.stats.already_applied.fetch_add(1, Ordering::Relaxed);

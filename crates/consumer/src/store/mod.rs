@@ -6,7 +6,8 @@
 //!   for a reference;
 //! - [`positions`]: applied positions per partition and per account;
 //! - [`leases`]: account leases per consumer group;
-//! - [`members`]: the members of each group as they see themselves.
+//! - [`members`]: the members of each group as they see themselves;
+//! - [`targets`]: the cloud account each legacy account is applied to.
 
 use sqlx::AnyPool;
 
@@ -17,6 +18,7 @@ mod members;
 mod mirror;
 mod parking;
 mod positions;
+mod targets;
 
 pub use leases::{Grant, LeaseId};
 pub use mirror::{Bookkeeping, Mapped, MirrorRow, ResourceKey};

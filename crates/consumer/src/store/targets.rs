@@ -1,0 +1,64 @@
+//! Targets: the cloud account each legacy account is applied to (by default the account of
+//! the same id).
+
+use super::Store;
+use crate::{Error, Result};
+
+impl Store {
+    /// The cloud account `account`'s events are applied to.
+    pub async fn target_of(&self, account: &str) -> Result<String> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT target FROM consumer_targets WHERE account = $1")
+                .bind(account)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map_or_else(|| account.to_owned(), |(t,)| t))
+    }
+
+    /// Applies `account`'s events to `target` from now on (its own id: the default again).
+    /// A target belongs to one legacy account: another account's target, or another account
+    /// applied to itself, is refused.
+    pub async fn set_target(&self, account: &str, target: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let taken: Option<(String,)> = sqlx::query_as(
+            "SELECT account FROM consumer_targets WHERE target = $1 AND account <> $2",
+        )
+        .bind(target)
+        .bind(account)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some((other,)) = taken {
+            return Err(Error::Target {
+                account: account.to_owned(),
+                target: target.to_owned(),
+                reason: format!("it is the target of {other}"),
+            });
+        }
+        if target == account {
+            sqlx::query("DELETE FROM consumer_targets WHERE account = $1")
+                .bind(account)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query(
+                "INSERT INTO consumer_targets (account, target) VALUES ($1, $2) \
+                 ON CONFLICT (account) DO UPDATE SET target = excluded.target",
+            )
+            .bind(account)
+            .bind(target)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every account applied to another target than itself: (account, target).
+    pub async fn targets(&self) -> Result<Vec<(String, String)>> {
+        Ok(
+            sqlx::query_as("SELECT account, target FROM consumer_targets ORDER BY account")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+}
