@@ -6,38 +6,18 @@
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{ensure, Context as _};
 use tandem_cli::demo::{self, DemoOptions};
 use tandem_cli::verify::verify_accounts;
 use tandem_consumer::mapping::Mapping;
 use tandem_consumer::verify::Totals;
-use tandem_consumer::{CloudClient, Stats};
+use tandem_consumer::CloudClient;
 use tandem_producer::config::Sources;
 use tandem_producer::Producer;
-use tandem_testkit::{brokers, topic, Cloud, ConsumerSetup, PgDatabase, TestConsumer};
+use tandem_testkit::{brokers, drained, topic, Cloud, ConsumerSetup, PgDatabase, TestConsumer};
 use tandem_workload as domain;
-
-/// Waits until the consumer has handled every event the producer published.
-async fn drained(producer: &Producer, stats: &Stats) -> anyhow::Result<()> {
-    demo::drain(producer, Duration::from_secs(1)).await?;
-    let published = producer.stats().published.load(Ordering::Relaxed);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let done = stats.applied.load(Ordering::Relaxed)
-            + stats.skipped.load(Ordering::Relaxed)
-            + stats.dead_lettered.load(Ordering::Relaxed);
-        if done >= published {
-            return Ok(());
-        }
-        ensure!(
-            Instant::now() < deadline,
-            "consumer handled {done} of {published} events"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_accounts_reach_zero_drift_through_tansu_postgres_and_http() -> anyhow::Result<()> {

@@ -34,6 +34,13 @@ pub enum Command {
     Cloudsim(CloudsimArgs),
     /// Compare the cloud with what the legacy data says through the mapping.
     Verify(VerifyArgs),
+    /// Rebuild an account from the topic: its events read again and applied into a target
+    /// (a new cloud account), then verified against the legacy data.
+    ///
+    /// Reads only the account's partition and drops other accounts' messages by their key
+    /// before decoding. Interrupted (Ctrl-C, a kill), the same command carries on where it
+    /// got to, creating nothing twice; --restart starts over.
+    Replay(ReplayArgs),
     /// Publish a snapshot of one account: SNAPSHOT_BEGIN, every row, SNAPSHOT_END.
     Snapshot(SnapshotArgs),
     /// Publish detections handed in as JSON lines (one per line; see the README).
@@ -410,6 +417,67 @@ pub struct CloudsimArgs {
     /// still work (repeatable).
     #[arg(long)]
     pub reject_account: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The legacy account to replay.
+    #[arg(long)]
+    pub account: String,
+    /// The cloud account to rebuild it into; it should start empty.
+    #[arg(long)]
+    pub into: String,
+    /// Where to start: `earliest` (the first event the topic holds), `snapshot` (the
+    /// account's latest snapshot complete in the topic) or an RFC 3339 time.
+    #[arg(long, default_value = "earliest", value_parser = replay_from)]
+    pub from: ReplayStart,
+    /// Forget what an earlier run of this replay applied and start over.
+    #[arg(long)]
+    pub restart: bool,
+    /// The partition holding the account, when Tandem cannot tell (a producer with another
+    /// partitioner than the default).
+    #[arg(long)]
+    pub partition: Option<i32>,
+    /// End with one JSON line on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, env = "TANDEM_SOURCES", default_value = "sources.toml")]
+    pub sources: PathBuf,
+    #[arg(long, env = "TANDEM_MAPPING", default_value = "mapping.toml")]
+    pub mapping: PathBuf,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub store: ConsumerStore,
+    /// Base URL of the cloud API.
+    #[arg(
+        long,
+        env = "TANDEM_CLOUD_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub cloud_url: String,
+    /// Timeout of one cloud API request.
+    #[arg(long, env = "TANDEM_CLOUD_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub cloud_timeout: Duration,
+    /// Tries per cloud API call.
+    #[arg(long, env = "TANDEM_CLOUD_ATTEMPTS", default_value_t = 8)]
+    pub cloud_attempts: usize,
+}
+
+/// Where a replay starts, as given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayStart(pub tandem_consumer::replay::ReplayFrom);
+
+fn replay_from(s: &str) -> Result<ReplayStart, String> {
+    use tandem_consumer::replay::ReplayFrom;
+    Ok(ReplayStart(match s {
+        "earliest" => ReplayFrom::Earliest,
+        "snapshot" => ReplayFrom::Snapshot,
+        time => ReplayFrom::Time(
+            humantime::parse_rfc3339_weak(time)
+                .map_err(|e| format!("{s:?}: give earliest, snapshot or an RFC 3339 time ({e})"))?,
+        ),
+    }))
 }
 
 #[derive(Debug, Args)]

@@ -70,6 +70,9 @@ pub enum Error {
         target: String,
         reason: String,
     },
+    /// A replay that cannot be done as asked, with the way out.
+    #[error("account {account} cannot be replayed: {message}")]
+    Replay { account: String, message: String },
     /// One of the consumer's own tasks died (a panic), or its in-flight bound was closed.
     #[error("the consumer's {what} stopped unexpectedly: {message}")]
     Task { what: &'static str, message: String },
@@ -113,6 +116,7 @@ impl Error {
             | Error::Migrate(_)
             | Error::Broker { .. }
             | Error::Target { .. }
+            | Error::Replay { .. }
             | Error::Task { .. } => Disposition::Fatal,
         }
     }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
+use std::sync::atomic::Ordering;
 use tandem_consumer::mapping::Mapping;
+
 use tandem_consumer::{CloudClient, Consumer, Engine, Stats, Store};
 use tokio_util::sync::CancellationToken;
 
@@ -127,5 +129,25 @@ impl TestConsumer {
         self.stop.cancel();
         self.task.await??;
         Ok(())
+    }
+}
+
+/// Waits until the consumer has handled every event the producer published.
+pub async fn drained(producer: &tandem_producer::Producer, stats: &Stats) -> anyhow::Result<()> {
+    tandem_cli::demo::drain(producer, Duration::from_secs(1)).await?;
+    let published = producer.stats().published.load(Ordering::Relaxed);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = stats.applied.load(Ordering::Relaxed)
+            + stats.skipped.load(Ordering::Relaxed)
+            + stats.dead_lettered.load(Ordering::Relaxed);
+        if done >= published {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "consumer handled {done} of {published} events"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

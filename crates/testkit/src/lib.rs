@@ -29,7 +29,7 @@ pub mod notes;
 mod process;
 mod reader;
 
-pub use consumer::{ConsumerSetup, TestConsumer};
+pub use consumer::{drained, ConsumerSetup, TestConsumer};
 pub use events::contact;
 pub use infra::{brokers, postgres_url, topic, unique, Cloud, PgDatabase};
 pub use legacy::{drift_report, seeded_legacy, until_clean, verify_all, workload, Seeded};

@@ -5,6 +5,7 @@ mod cloudsim;
 mod consume;
 mod demo;
 mod produce;
+mod replay;
 mod verify;
 mod workload;
 
@@ -18,6 +19,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Consume(args) => consume::run_consume(args).await,
         Command::Cloudsim(args) => cloudsim::run_cloudsim(args).await,
         Command::Verify(args) => verify::run_verify(args).await,
+        Command::Replay(args) => replay::run_replay(args).await,
         Command::Workload(args) => workload::run_workload(args).await,
         Command::Snapshot(args) => produce::run_snapshot(args).await,
         Command::Publish(args) => produce::run_publish(args).await,

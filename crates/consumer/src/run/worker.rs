@@ -11,7 +11,7 @@ use std::time::Duration;
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 
 use rdkafka::message::{Message, OwnedMessage};
-use tandem_event::{now_millis, ChangeEvent};
+use tandem_event::{now_millis, ChangeEvent, Kind};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{error, warn};
 
@@ -99,6 +99,16 @@ impl Inner {
                 return Ok(());
             }
         };
+        if let (Kind::SnapshotBegin | Kind::SnapshotEnd, Some(id)) =
+            (event.kind, event.snapshot_id.as_deref())
+        {
+            // Where the account's snapshots are in the log, for a replay to seek to.
+            let end = event.kind == Kind::SnapshotEnd;
+            self.engine
+                .store()
+                .mark_snapshot((&event.account_id, id), (&key.0, key.1, offset), end)
+                .await?;
+        }
         // From here on the event is the target's: store keys, leases and the cloud account.
         let event = self.retarget(event).await?;
         if offset < self.account_next(&key, &event.account_id).await? {

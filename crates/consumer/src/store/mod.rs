@@ -7,7 +7,8 @@
 //! - [`positions`]: applied positions per partition and per account;
 //! - [`leases`]: account leases per consumer group;
 //! - [`members`]: the members of each group as they see themselves;
-//! - [`targets`]: the cloud account each legacy account is applied to.
+//! - [`targets`]: the cloud account each legacy account is applied to;
+//! - [`snapshots`]: where each account's snapshots begin and end in the log.
 
 use sqlx::AnyPool;
 
@@ -18,11 +19,13 @@ mod members;
 mod mirror;
 mod parking;
 mod positions;
+mod snapshots;
 mod targets;
 
 pub use leases::{Grant, LeaseId};
 pub use mirror::{Bookkeeping, Mapped, MirrorRow, ResourceKey};
 pub use positions::Position;
+pub use snapshots::SnapshotMark;
 
 #[derive(Debug, Clone)]
 pub struct Store {

@@ -53,6 +53,16 @@ impl Store {
         Ok(())
     }
 
+    /// How many cloud resources the ID map holds for `target`.
+    pub async fn resource_count(&self, target: &str) -> Result<u64> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM consumer_id_map WHERE account = $1")
+                .bind(target)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     /// Every account applied to another target than itself: (account, target).
     pub async fn targets(&self) -> Result<Vec<(String, String)>> {
         Ok(

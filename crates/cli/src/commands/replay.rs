@@ -1,0 +1,176 @@
+//! `tandem replay`: an account rebuilt from the topic into a target, with progress, ending
+//! with a verification of the target against the legacy data.
+
+use std::io::IsTerminal as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tandem_consumer::mapping::Mapping;
+use tandem_consumer::replay::{Replay, ReplayOptions, ReplayProgress};
+use tandem_consumer::verify::Drift;
+use tandem_consumer::{CloudClient, Engine, Store};
+use tandem_producer::config::Sources;
+use tandem_producer::legacy::Legacy;
+
+use crate::args::ReplayArgs;
+use crate::shutdown_on_signal;
+
+/// The replay's closing JSON line.
+#[derive(Debug, Serialize)]
+struct ReplayReport {
+    account: String,
+    into: String,
+    /// The account's events applied (or found applied by an earlier run).
+    events: u64,
+    /// Cloud resources the target holds for the account.
+    resources: u64,
+    seconds: f64,
+    /// Messages of the partition read, and the share of the partition that is.
+    read: u64,
+    share_read: f64,
+    drift: Drift,
+    duplicates: usize,
+}
+
+pub(super) async fn run_replay(args: ReplayArgs) -> anyhow::Result<i32> {
+    let mapping = Arc::new(Mapping::load(&args.mapping)?);
+    let sources = Sources::load(&args.sources)?;
+    let legacy = Legacy::connect(&sources, &args.sources).await?;
+    mapping.check_columns(&legacy.columns())?;
+    let store = Store::open(&args.store.url).await?;
+    let cloud = CloudClient::new(
+        &args.cloud_url,
+        args.cloud_timeout,
+        args.cloud_attempts.max(1),
+    );
+    let engine = Engine::new(mapping.clone(), store.clone(), cloud.clone());
+    let replay = Replay::new(
+        engine,
+        ReplayOptions {
+            kafka: tandem_consumer::Options {
+                brokers: args.kafka.brokers.clone(),
+                topic: args.kafka.topic.clone(),
+                kafka: args.kafka.kafka.clone(),
+                ..Default::default()
+            },
+            account: args.account.clone(),
+            into: args.into.clone(),
+            from: args.from.0,
+            restart: args.restart,
+            partition: args.partition,
+        },
+    );
+    let stop = shutdown_on_signal();
+    let show = Show::new();
+    let report = replay
+        .run(&stop, |p| show.progress(p))
+        .await
+        .with_context(|| format!("replay of {} into {}", args.account, args.into))?;
+    show.done();
+    if stop.is_cancelled() {
+        eprintln!(
+            "tandem: replay of {} stopped at offset {}; run the same command again to carry on",
+            args.account, report.progress.offset
+        );
+        return Ok(130);
+    }
+    eprintln!(
+        "replayed {} events of {} into {} ({} messages of partition {} read) in {:.1} s; verifying",
+        report.progress.events,
+        args.account,
+        args.into,
+        report.progress.read,
+        report.partition,
+        report.seconds
+    );
+    let pairs = [(args.account.clone(), args.into.clone())];
+    let drift = crate::verify::verify_targets(&legacy, &mapping, &cloud, &pairs)
+        .await
+        .with_context(|| format!("cannot verify against {}", args.cloud_url))?;
+    let verdict = &drift[0];
+    let resources = store.resource_count(&args.into).await?;
+    let out = ReplayReport {
+        account: args.account,
+        into: args.into,
+        events: report.progress.events,
+        resources,
+        seconds: (report.seconds * 100.0).round() / 100.0,
+        read: report.progress.read,
+        share_read: (report.share_read * 1000.0).round() / 1000.0,
+        drift: verdict.counts(),
+        duplicates: verdict.duplicates.len(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&out)?);
+    } else {
+        println!(
+            "{} into {}: {} events, {} resources, {:.1} s; drift: {} missing, {} extra, {} different; {} duplicates",
+            out.account,
+            out.into,
+            out.events,
+            out.resources,
+            out.seconds,
+            out.drift.missing,
+            out.drift.extra,
+            out.drift.different,
+            out.duplicates
+        );
+    }
+    let clean = out.drift == Drift::default() && out.duplicates == 0;
+    Ok(if clean { 0 } else { 1 })
+}
+
+/// Progress on a terminal as a bar (events, rate, ETA), elsewhere as a line every 5 s.
+struct Show {
+    bar: Option<ProgressBar>,
+    last_line: std::cell::Cell<Instant>,
+}
+
+impl Show {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {wide_bar} {percent}% {msg} ({per_sec}, ETA {eta})",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Show {
+            bar,
+            last_line: std::cell::Cell::new(Instant::now()),
+        }
+    }
+
+    fn progress(&self, p: &ReplayProgress) {
+        let total = u64::try_from(p.end - p.start).unwrap_or(0);
+        let done = u64::try_from(p.offset - p.start).unwrap_or(0).min(total);
+        let message = format!(
+            "{} read, {} events, {} applied",
+            p.read, p.events, p.applied
+        );
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(total);
+                bar.set_position(done);
+                bar.set_message(message);
+            }
+            None if self.last_line.get().elapsed() >= Duration::from_secs(5) => {
+                self.last_line.set(Instant::now());
+                eprintln!("replay: offset {} of {}: {message}", p.offset, p.end);
+            }
+            None => {}
+        }
+    }
+
+    fn done(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

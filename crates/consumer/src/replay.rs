@@ -1,0 +1,367 @@
+//! Replay: an account's events read again from the topic and applied into a target, through
+//! the same engine, mapping, idempotency and ordering as the live consumer.
+//!
+//! Only the account's partition is read, and messages of other accounts are dropped by their
+//! key before anything is decoded. The replay records its position in the store under a group
+//! of its own (`replay:<target>`), so a replay interrupted at any point and started again
+//! carries on; what it had applied is recognised by the mirror and not sent again.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use std::sync::Arc;
+
+use rdkafka::consumer::{Consumer as _, StreamConsumer};
+use rdkafka::message::Message as _;
+use rdkafka::{Offset, TopicPartitionList};
+use tandem_event::Codec;
+use tokio_util::sync::CancellationToken;
+
+use crate::apply::{Engine, Outcome};
+use crate::store::Position;
+use crate::{Error, Options, Result};
+
+/// Where a replay starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayFrom {
+    /// The first event the topic still holds.
+    Earliest,
+    /// The beginning of the account's latest snapshot that is complete in the log.
+    Snapshot,
+    /// The first event written at or after this moment.
+    Time(SystemTime),
+}
+
+/// What to replay, from where, into what.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// The Kafka connection (brokers, topic, `-X` properties); its group is not used.
+    pub kafka: Options,
+    /// The legacy account whose events are replayed.
+    pub account: String,
+    /// The cloud account they are applied into.
+    pub into: String,
+    pub from: ReplayFrom,
+    /// Start over: forget what an earlier run of this replay applied.
+    pub restart: bool,
+    /// The partition to read, when the account's cannot be found or computed (a producer
+    /// with another partitioner than Tandem's).
+    pub partition: Option<i32>,
+}
+
+/// Counts of a replay so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayProgress {
+    /// Messages of the partition read, every account's.
+    pub read: u64,
+    /// The account's events handled (applied or found applied already).
+    pub events: u64,
+    /// Of those, the ones that changed something in the cloud or the store.
+    pub applied: u64,
+    /// The next offset to read, and where the partition ended when the replay started.
+    pub offset: i64,
+    pub start: i64,
+    pub end: i64,
+}
+
+/// How a replay went.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReplayReport {
+    pub progress: ReplayProgress,
+    pub partition: i32,
+    /// Of the partition's messages between the start and the end, the share read (the rest
+    /// was before the start).
+    pub share_read: f64,
+    pub seconds: f64,
+}
+
+/// The group a replay into `target` records its positions under.
+pub fn replay_group(target: &str) -> String {
+    format!("replay:{target}")
+}
+
+/// The partition librdkafka's default partitioner gives a key: CRC-32 of the key modulo the
+/// partition count, as the producer sends it.
+pub fn partition_of(key: &str, partitions: i32) -> i32 {
+    let partitions = u32::try_from(partitions.max(1)).unwrap_or(1);
+    i32::try_from(crc32fast::hash(key.as_bytes()) % partitions).unwrap_or(0)
+}
+
+/// Replays one account into a target.
+#[derive(Debug)]
+pub struct Replay {
+    engine: Engine,
+    options: ReplayOptions,
+    codec: Codec,
+}
+
+impl Replay {
+    pub fn new(engine: Engine, options: ReplayOptions) -> Self {
+        Replay {
+            engine,
+            options,
+            codec: Codec::default(),
+        }
+    }
+
+    /// Reads the account's partition from the start `from` gives (or from where an earlier
+    /// run stopped) up to where it ended when this run began, applying the account's events
+    /// into the target; `progress` hears about it every thousand messages and at the end.
+    pub async fn run(
+        &self,
+        stop: &CancellationToken,
+        mut progress: impl FnMut(&ReplayProgress),
+    ) -> Result<ReplayReport> {
+        let started = Instant::now();
+        let o = &self.options;
+        let store = self.engine.store();
+        let group = replay_group(&o.into);
+        let topic = o.kafka.topic.clone();
+        let broker_error = |source| Error::Broker {
+            brokers: o.kafka.brokers.clone(),
+            source,
+        };
+        let client: Arc<StreamConsumer> = Arc::new(
+            o.kafka
+                .kafka_config(&[
+                    ("group.id", &group),
+                    ("enable.auto.commit", "false"),
+                    ("enable.partition.eof", "true"),
+                ])
+                .create()
+                .map_err(broker_error)?,
+        );
+        let partition = match o.partition {
+            Some(p) => p,
+            None => match store.account_partition(&o.account, &topic).await? {
+                Some(p) => p,
+                None => {
+                    let name = topic.clone();
+                    let metadata = blocking(&client, move |c| {
+                        c.fetch_metadata(Some(&name), Duration::from_secs(10))
+                    })
+                    .await?
+                    .map_err(broker_error)?;
+                    let count = metadata
+                        .topics()
+                        .first()
+                        .map_or(0, |t| t.partitions().len());
+                    partition_of(&o.account, i32::try_from(count).unwrap_or(1))
+                }
+            },
+        };
+        let name = topic.clone();
+        let (low, high) = blocking(&client, move |c| {
+            c.fetch_watermarks(&name, partition, Duration::from_secs(10))
+        })
+        .await?
+        .map_err(broker_error)?;
+        if o.restart {
+            store.reset_target(&o.into, &[&group]).await?;
+        }
+        // A run of this replay before carries on from where it got to.
+        let resume = store
+            .account_position(&group, &topic, partition, &o.into)
+            .await?
+            .unwrap_or(0);
+        let start = match o.from {
+            // A log that no longer starts at its first offset may have lost the account's
+            // first events: a rebuild from it would be partial, and silently so.
+            ReplayFrom::Earliest if low > 0 && resume == 0 => {
+                return Err(Error::Replay {
+                    account: o.account.clone(),
+                    message: format!(
+                        "the topic no longer holds its first events (partition {partition} now \
+                         starts at offset {low}); replay --from snapshot, or publish a new \
+                         snapshot with `tandem snapshot --account {}` first",
+                        o.account
+                    ),
+                });
+            }
+            ReplayFrom::Earliest => low,
+            ReplayFrom::Time(at) => {
+                let millis = at
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                    .unwrap_or(0);
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(&topic, partition, Offset::Offset(millis))
+                    .map_err(broker_error)?;
+                let found = blocking(&client, move |c| {
+                    c.offsets_for_times(tpl, Duration::from_secs(10))
+                })
+                .await?
+                .map_err(broker_error)?;
+                match found.elements().first().map(|e| e.offset()) {
+                    Some(Offset::Offset(offset)) => offset.max(low),
+                    _ => high,
+                }
+            }
+            ReplayFrom::Snapshot => {
+                let missing = |why: String| Error::Replay {
+                    account: o.account.clone(),
+                    message: format!(
+                        "{why}; publish a new snapshot with `tandem snapshot --account {}`, \
+                         then replay --from snapshot",
+                        o.account
+                    ),
+                };
+                let mark = store
+                    .latest_snapshot(&o.account, &topic)
+                    .await?
+                    .ok_or_else(|| {
+                        missing("no complete snapshot of it was read from the topic".into())
+                    })?;
+                if mark.begin < low {
+                    return Err(missing(format!(
+                        "its latest complete snapshot {} began at offset {}, but the topic now \
+                         starts at {low}: retention has deleted it",
+                        mark.snapshot_id, mark.begin
+                    )));
+                }
+                mark.begin
+            }
+        };
+        let from = start.max(resume);
+        let mut counts = ReplayProgress {
+            offset: from,
+            start,
+            end: high,
+            ..ReplayProgress::default()
+        };
+        self.read(
+            &client,
+            (&topic, partition),
+            from,
+            stop,
+            &mut counts,
+            &mut progress,
+        )
+        .await?;
+        progress(&counts);
+        let span = (high - start).max(1) as f64;
+        Ok(ReplayReport {
+            progress: counts,
+            partition,
+            share_read: (counts.read as f64 / span).min(1.0),
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Reads `partition` from `from` to its end, applying the account's events.
+    #[allow(clippy::too_many_arguments)]
+    async fn read(
+        &self,
+        client: &StreamConsumer,
+        (topic, partition): (&str, i32),
+        from: i64,
+        stop: &CancellationToken,
+        counts: &mut ReplayProgress,
+        progress: &mut impl FnMut(&ReplayProgress),
+    ) -> Result<()> {
+        let o = &self.options;
+        let broker_error = |source| Error::Broker {
+            brokers: o.kafka.brokers.clone(),
+            source,
+        };
+        let key = o.account.as_bytes();
+        let group = replay_group(&o.into);
+        // Some brokers (Tansu 0.6) deliver a partition only from the record batch that starts
+        // at or after the offset asked for: ask from earlier, further each time the first
+        // message comes from beyond `from`, and skip what is below it.
+        let mut back = 0i64;
+        loop {
+            let seek_to = (from - back).max(0);
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(topic, partition, Offset::Offset(seek_to))
+                .map_err(broker_error)?;
+            client.assign(&tpl).map_err(broker_error)?;
+            let mut started = false;
+            loop {
+                // The end: the partition's end reached, or nothing more for a few seconds
+                // (a broker whose end offset is the start of its last batch).
+                let next = tokio::select! {
+                    _ = stop.cancelled() => return Ok(()),
+                    next = tokio::time::timeout(Duration::from_secs(3), client.recv()) => next,
+                };
+                let message = match next {
+                    Err(_) | Ok(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => {
+                        if started || seek_to == 0 {
+                            return Ok(());
+                        }
+                        break;
+                    }
+                    Ok(Err(e)) => return Err(broker_error(e)),
+                    Ok(Ok(message)) => message,
+                };
+                let offset = message.offset();
+                if !started {
+                    if offset > from && seek_to > 0 {
+                        break;
+                    }
+                    started = true;
+                }
+                if offset < from {
+                    continue;
+                }
+                counts.read += 1;
+                counts.offset = offset + 1;
+                if counts.read % 1000 == 0 {
+                    progress(counts);
+                }
+                if message.key() != Some(key) {
+                    continue;
+                }
+                let mut event = match self.codec.decode(message.payload().unwrap_or_default()) {
+                    Ok(event) => event,
+                    // The live consumer dead-lettered it already; a rebuild does not need it.
+                    Err(_) => continue,
+                };
+                event.account_id = o.into.clone();
+                let position = Position {
+                    group: group.clone(),
+                    topic: topic.to_owned(),
+                    partition,
+                    next_offset: offset + 1,
+                    watermark: offset + 1,
+                };
+                counts.events += 1;
+                if self.engine.apply(&event, Some(position)).await? == Outcome::Applied {
+                    counts.applied += 1;
+                }
+            }
+            back = (back * 2).max(64);
+        }
+    }
+}
+
+/// Runs one of the Kafka client's blocking lookups off the async threads.
+async fn blocking<T: Send + 'static>(
+    client: &Arc<StreamConsumer>,
+    f: impl FnOnce(&StreamConsumer) -> T + Send + 'static,
+) -> Result<T> {
+    let client = client.clone();
+    tokio::task::spawn_blocking(move || f(&client))
+        .await
+        .map_err(|e| Error::Task {
+            what: "replay's broker lookup",
+            message: e.to_string(),
+        })
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accounts_land_where_the_default_partitioner_puts_them() {
+        // CRC-32 (IEEE) of the key, as librdkafka's consistent partitioners compute it.
+        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926);
+        assert_eq!(partition_of("acme", 1), 0);
+        let p = partition_of("acme", 12);
+        assert!((0..12).contains(&p));
+        assert_eq!(
+            partition_of("acme", 12),
+            p,
+            "the same key, the same partition"
+        );
+    }
+}
