@@ -305,7 +305,7 @@ impl Replay {
                 }
                 counts.read += 1;
                 counts.offset = offset + 1;
-                if counts.read % 1000 == 0 {
+                if counts.read.is_multiple_of(1000) {
                     progress(counts);
                 }
                 if message.key() != Some(key) {
