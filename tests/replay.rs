@@ -101,6 +101,7 @@ async fn an_account_replayed_into_a_new_target_equals_the_legacy_data() -> anyho
             from: ReplayFrom::Earliest,
             restart: false,
             partition: None,
+            in_place: None,
         },
     );
     let report = replay.run(&CancellationToken::new(), |_| {}).await?;
@@ -216,6 +217,7 @@ async fn a_replay_from_a_snapshot_needs_no_earlier_event() -> anyhow::Result<()>
                 from,
                 restart: false,
                 partition: None,
+                in_place: None,
             },
         ))
     };

@@ -434,6 +434,19 @@ pub struct ReplayArgs {
     /// Forget what an earlier run of this replay applied and start over.
     #[arg(long)]
     pub restart: bool,
+    /// Rebuild the account's live target in place (--into is the account's target): for a
+    /// lost or damaged consumer store, or a damaged cloud account. The live consumer of
+    /// --group stops applying the account meanwhile; cloud documents are found again by
+    /// their external reference, so their ids do not change; documents the rebuilt state no
+    /// longer has are deleted. Its events that arrive meanwhile are applied after it.
+    #[arg(long)]
+    pub in_place: bool,
+    /// With --in-place: the live consumer group.
+    #[arg(long, env = "TANDEM_GROUP", default_value = "tandem-consumer")]
+    pub group: String,
+    /// With --in-place: how long the rebuild's hold on the account lasts without renewal.
+    #[arg(long, env = "TANDEM_CONSUMER_LEASE_TTL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub lease_ttl: Duration,
     /// The partition holding the account, when Tandem cannot tell (a producer with another
     /// partitioner than the default).
     #[arg(long)]

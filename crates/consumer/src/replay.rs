@@ -17,7 +17,7 @@ use tandem_event::Codec;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{Engine, Outcome};
-use crate::store::Position;
+use crate::store::{Grant, LeaseId, Position};
 use crate::{Error, Options, Result};
 
 /// Where a replay starts.
@@ -46,6 +46,12 @@ pub struct ReplayOptions {
     /// The partition to read, when the account's cannot be found or computed (a producer
     /// with another partitioner than Tandem's).
     pub partition: Option<i32>,
+    /// Rebuild the live target in place, under this live consumer group: the group's workers
+    /// stop applying the target meanwhile (the replay holds its lease), what the store kept
+    /// for it is forgotten, its cloud documents are found again by their external reference
+    /// (the engine must create in `lookup` mode) so their ids do not change, and documents the
+    /// rebuilt state no longer has are deleted.
+    pub in_place: Option<String>,
 }
 
 /// Counts of a replay so far.
@@ -101,6 +107,115 @@ impl Replay {
             options,
             codec: Codec::default(),
         }
+    }
+
+    /// Rebuilds the live target in place (see [`ReplayOptions::in_place`]): returns the report
+    /// and how many cloud documents the rebuilt state no longer had and were deleted.
+    pub async fn run_in_place(
+        &self,
+        stop: &CancellationToken,
+        progress: impl FnMut(&ReplayProgress),
+    ) -> Result<(ReplayReport, u64)> {
+        let o = &self.options;
+        let group = o.in_place.clone().ok_or_else(|| Error::Replay {
+            account: o.account.clone(),
+            message: "an in-place rebuild needs the live consumer group".into(),
+        })?;
+        let store = self.engine.store();
+        let lease = LeaseId {
+            group,
+            owner: format!("{}-{}", replay_group(&o.into), std::process::id()),
+        };
+        let ttl = o.kafka.lease_ttl;
+        // The live workers of the target finish what they are applying and give the lease up.
+        while store.try_lease(&lease, &o.into, ttl).await? == Grant::Elsewhere {
+            tokio::select! {
+                _ = stop.cancelled() => return Err(Error::Replay {
+                    account: o.account.clone(),
+                    message: "stopped while waiting for the live consumer to give the account up".into(),
+                }),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+        let renewing = CancellationToken::new();
+        let renewal = tokio::spawn({
+            let (store, lease, target, renewing) = (
+                store.clone(),
+                lease.clone(),
+                o.into.clone(),
+                renewing.clone(),
+            );
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = renewing.cancelled() => return,
+                        _ = tokio::time::sleep(ttl / 3) => {}
+                    }
+                    if let Err(e) = store.try_lease(&lease, &target, ttl).await {
+                        tracing::warn!(error = %e, "cannot renew the rebuild's lease");
+                    }
+                }
+            }
+        });
+        let outcome = async {
+            store
+                .reset_target(&o.into, &[&replay_group(&o.into)])
+                .await?;
+            let report = self.run(stop, progress).await?;
+            let swept = if stop.is_cancelled() {
+                0
+            } else {
+                self.sweep().await?
+            };
+            Ok((report, swept))
+        }
+        .await;
+        renewing.cancel();
+        let _ = renewal.await;
+        if let Err(e) = store.release_lease(&lease, &o.into).await {
+            tracing::warn!(error = %e, "cannot give the rebuild's lease up; it expires");
+        }
+        outcome
+    }
+
+    /// Deletes the target's cloud documents that carry Tandem's external reference but that
+    /// the rebuilt ID map does not have; documents without the reference are never touched.
+    async fn sweep(&self) -> Result<u64> {
+        let (mapping, cloud, store) = (
+            self.engine.mapping(),
+            self.engine.client(),
+            self.engine.store(),
+        );
+        let target = &self.options.into;
+        let mut deleted = 0;
+        for resource in &mapping.resources {
+            let keep = store.mapped_keys(target, &resource.name).await?;
+            let api = |source| Error::Api {
+                resource: resource.name.clone(),
+                root_key: String::new(),
+                source,
+            };
+            for doc in cloud
+                .list(target, &resource.collection)
+                .await
+                .map_err(api)?
+            {
+                let reference = doc
+                    .get(&mapping.external_ref_field)
+                    .and_then(serde_json::Value::as_str);
+                let id = doc.get("id").and_then(serde_json::Value::as_str);
+                if let (Some(reference), Some(id)) = (reference, id) {
+                    if !keep.contains(reference) {
+                        cloud
+                            .delete(target, &resource.collection, id)
+                            .await
+                            .map_err(api)?;
+                        deleted += 1;
+                    }
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     /// Reads the account's partition from the start `from` gives (or from where an earlier

@@ -100,15 +100,10 @@ pub async fn verify_account(
         let docs = actual.entry(&resource.name).or_default();
         for doc in cloud.list(target, &resource.collection).await? {
             let Json::Object(doc) = doc else { continue };
-            match doc.get(ref_field).and_then(Json::as_str) {
-                Some(key) => {
-                    docs.insert(key.to_owned(), doc.clone());
-                }
-                None => drift.extra.push(format!(
-                    "{}/{}",
-                    resource.name,
-                    doc.get("id").and_then(Json::as_str).unwrap_or("?")
-                )),
+            // A document without Tandem's reference is not Tandem's: left out of the verdict,
+            // as it is never touched.
+            if let Some(key) = doc.get(ref_field).and_then(Json::as_str) {
+                docs.insert(key.to_owned(), doc.clone());
             }
         }
     }

@@ -34,8 +34,20 @@ pub async fn open_migrated(
 ) -> Result<AnyPool, OpenError> {
     let pool = open(url).await.map_err(OpenError::Connect)?;
     migrator.set_ignore_missing(true);
-    migrator.run(&pool).await.map_err(OpenError::Migrate)?;
-    Ok(pool)
+    // Two processes opening a new SQLite store at once (a consumer starting and an operator's
+    // command) both migrate it; SQLite has no migration lock, so one of them finds a version
+    // recorded meanwhile. Running again then finds everything applied.
+    let mut tries = 0;
+    loop {
+        match migrator.run(&pool).await {
+            Ok(()) => return Ok(pool),
+            Err(_) if tries < 5 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(OpenError::Migrate(e)),
+        }
+    }
 }
 
 /// Opens the store at `url` only if it exists: for commands that look at a store, which must

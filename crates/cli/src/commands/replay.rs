@@ -11,7 +11,7 @@ use serde::Serialize;
 use tandem_consumer::mapping::Mapping;
 use tandem_consumer::replay::{Replay, ReplayOptions, ReplayProgress};
 use tandem_consumer::verify::Drift;
-use tandem_consumer::{CloudClient, Engine, Store};
+use tandem_consumer::{CloudClient, CreateMode, Engine, Store};
 use tandem_producer::config::Sources;
 use tandem_producer::legacy::Legacy;
 
@@ -33,6 +33,9 @@ struct ReplayReport {
     share_read: f64,
     drift: Drift,
     duplicates: usize,
+    /// In place: cloud documents the rebuilt state no longer had, deleted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deleted: Option<u64>,
 }
 
 pub(super) async fn run_replay(args: ReplayArgs) -> anyhow::Result<i32> {
@@ -46,7 +49,19 @@ pub(super) async fn run_replay(args: ReplayArgs) -> anyhow::Result<i32> {
         args.cloud_timeout,
         args.cloud_attempts.max(1),
     );
-    let engine = Engine::new(mapping.clone(), store.clone(), cloud.clone());
+    if args.in_place {
+        let target = store.target_of(&args.account).await?;
+        anyhow::ensure!(
+            target == args.into,
+            "--in-place rebuilds {}'s live target, {target}: give --into {target}",
+            args.account
+        );
+    }
+    let mut engine = Engine::new(mapping.clone(), store.clone(), cloud.clone());
+    if args.in_place {
+        // Documents the cloud has already are found by their reference and kept.
+        engine = engine.with_create_mode(CreateMode::Lookup);
+    }
     let replay = Replay::new(
         engine,
         ReplayOptions {
@@ -54,6 +69,7 @@ pub(super) async fn run_replay(args: ReplayArgs) -> anyhow::Result<i32> {
                 brokers: args.kafka.brokers.clone(),
                 topic: args.kafka.topic.clone(),
                 kafka: args.kafka.kafka.clone(),
+                lease_ttl: args.lease_ttl,
                 ..Default::default()
             },
             account: args.account.clone(),
@@ -61,14 +77,20 @@ pub(super) async fn run_replay(args: ReplayArgs) -> anyhow::Result<i32> {
             from: args.from.0,
             restart: args.restart,
             partition: args.partition,
+            in_place: args.in_place.then(|| args.group.clone()),
         },
     );
     let stop = shutdown_on_signal();
     let show = Show::new();
-    let report = replay
-        .run(&stop, |p| show.progress(p))
-        .await
-        .with_context(|| format!("replay of {} into {}", args.account, args.into))?;
+    let (report, deleted) = if args.in_place {
+        replay.run_in_place(&stop, |p| show.progress(p)).await
+    } else {
+        replay
+            .run(&stop, |p| show.progress(p))
+            .await
+            .map(|r| (r, 0))
+    }
+    .with_context(|| format!("replay of {} into {}", args.account, args.into))?;
     show.done();
     if stop.is_cancelled() {
         eprintln!(
@@ -102,6 +124,7 @@ pub(super) async fn run_replay(args: ReplayArgs) -> anyhow::Result<i32> {
         share_read: (report.share_read * 1000.0).round() / 1000.0,
         drift: verdict.counts(),
         duplicates: verdict.duplicates.len(),
+        deleted: args.in_place.then_some(deleted),
     };
     if args.json {
         println!("{}", serde_json::to_string(&out)?);

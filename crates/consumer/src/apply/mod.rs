@@ -108,6 +108,14 @@ impl Engine {
         &self.store
     }
 
+    pub fn mapping(&self) -> &Mapping {
+        &self.mapping
+    }
+
+    pub fn client(&self) -> &CloudClient {
+        &self.client
+    }
+
     /// Applies `event`, recording `position` with its bookkeeping.
     pub async fn apply(&self, event: &ChangeEvent, position: Option<Position>) -> Result<Outcome> {
         self.apply_fenced(event, position, &self.client, None).await

@@ -53,6 +53,22 @@ impl Store {
         Ok(())
     }
 
+    /// The root keys of `resource` the ID map holds for `target`.
+    pub async fn mapped_keys(
+        &self,
+        target: &str,
+        resource: &str,
+    ) -> Result<std::collections::HashSet<String>> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT root_key FROM consumer_id_map WHERE account = $1 AND resource = $2",
+        )
+        .bind(target)
+        .bind(resource)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(k,)| k).collect())
+    }
+
     /// How many cloud resources the ID map holds for `target`.
     pub async fn resource_count(&self, target: &str) -> Result<u64> {
         let (n,): (i64,) =
