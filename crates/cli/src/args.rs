@@ -523,6 +523,14 @@ pub struct VerifyArgs {
     /// List the keys of the documents out of step, not only their counts.
     #[arg(long)]
     pub keys: bool,
+    /// Fix the drift from the legacy data: create what is missing, write again what is
+    /// different, delete what is extra — only documents with Tandem's external reference;
+    /// the ID map and mirror follow. Needs --store. Then verifies again.
+    #[arg(long, requires = "store")]
+    pub repair: bool,
+    /// With --repair: list what would be repaired, change nothing.
+    #[arg(long, requires = "repair")]
+    pub dry_run: bool,
 }
 
 #[cfg(test)]

@@ -74,6 +74,9 @@ pub struct AccountReport {
     /// The documents out of step, by `resource/key`; with `--keys` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keys: Option<AccountDrift>,
+    /// With `--repair`: what was repaired (with `--dry-run`: what would be).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub repairs: Vec<tandem_consumer::repair::RepairAction>,
 }
 
 /// Why an account is parked: its later events are held in the consumer's store.
@@ -119,6 +122,7 @@ impl Report {
                     duplicates: a.duplicates.len(),
                     parked: why,
                     keys: keys.then_some(a),
+                    repairs: Vec::new(),
                 })
             })
             .collect();
@@ -129,6 +133,30 @@ impl Report {
             clean: by_account.is_empty(),
             by_account,
         }
+    }
+
+    /// Puts each account's repairs beside its verdict; an account repaired clean is listed
+    /// with what was done.
+    pub fn add_repairs(
+        &mut self,
+        mut repairs: HashMap<String, Vec<tandem_consumer::repair::RepairAction>>,
+    ) {
+        for entry in &mut self.by_account {
+            entry.repairs = repairs.remove(&entry.account).unwrap_or_default();
+        }
+        for (account, done) in repairs {
+            if !done.is_empty() {
+                self.by_account.push(AccountReport {
+                    account,
+                    drift: Drift::default(),
+                    duplicates: 0,
+                    parked: None,
+                    keys: None,
+                    repairs: done,
+                });
+            }
+        }
+        self.by_account.sort_by(|a, b| a.account.cmp(&b.account));
     }
 
     /// The report as a table for a terminal; `store_given` says whether parked accounts
@@ -151,6 +179,10 @@ impl Report {
         ));
         for a in &self.by_account {
             line(row(&a.account, &a.drift, a.duplicates));
+            for repair in &a.repairs {
+                let id = repair.cloud_id.as_deref().unwrap_or("-");
+                line(format!("    {}: {} ({id})", repair.action, repair.document));
+            }
             if let Some(keys) = &a.keys {
                 for (what, list) in [
                     ("missing", &keys.missing),
@@ -169,7 +201,12 @@ impl Report {
             &self.totals.drift,
             self.totals.duplicates,
         ));
-        let clean = self.accounts - self.by_account.len();
+        let out_of_step = self
+            .by_account
+            .iter()
+            .filter(|a| a.drift != Drift::default() || a.duplicates > 0 || a.parked.is_some())
+            .count();
+        let clean = self.accounts - out_of_step;
         line(format!("{clean} of {} accounts in step", self.accounts));
         if self.parked > 0 {
             line(format!(

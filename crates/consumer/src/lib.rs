@@ -24,6 +24,7 @@ mod client;
 mod error;
 pub mod mapping;
 mod options;
+pub mod repair;
 pub mod replay;
 mod run;
 mod stats;

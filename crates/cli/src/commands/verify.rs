@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tandem_consumer::mapping::Mapping;
-use tandem_consumer::{CloudClient, Store};
+use tandem_consumer::repair::repair_account;
+use tandem_consumer::{CloudClient, Engine, Store};
 use tandem_producer::config::Sources;
 use tandem_producer::legacy::Legacy;
 
@@ -36,14 +37,39 @@ pub(super) async fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
         pairs.push((account, target));
     }
     let client = CloudClient::new(&args.cloud_url, Duration::from_secs(30), 4);
-    let drift = crate::verify::verify_targets(&legacy, &mapping, &client, &pairs)
+    let mut drift = crate::verify::verify_targets(&legacy, &mapping, &client, &pairs)
         .await
         .with_context(|| format!("cannot verify against {}", args.cloud_url))?;
+    let mut repairs = std::collections::HashMap::new();
+    if let (true, Some(store)) = (args.repair, &store) {
+        let mapping = std::sync::Arc::new(mapping.clone());
+        let engine = Engine::new(mapping.clone(), store.clone(), client.clone());
+        for ((account, target), verdict) in pairs.iter().zip(&drift) {
+            if verdict.missing.is_empty()
+                && verdict.extra.is_empty()
+                && verdict.different.is_empty()
+            {
+                continue;
+            }
+            let rows = crate::verify::legacy_rows(&legacy, account).await?;
+            let done = repair_account(&engine, target, &rows, args.dry_run)
+                .await
+                .with_context(|| format!("cannot repair {account}"))?;
+            repairs.insert(account.clone(), done);
+        }
+        if !args.dry_run && !repairs.is_empty() {
+            // The verdict after the repairs.
+            drift = crate::verify::verify_targets(&legacy, &mapping, &client, &pairs)
+                .await
+                .with_context(|| format!("cannot verify against {}", args.cloud_url))?;
+        }
+    }
     let parked = match &store {
         Some(store) => store.parked_accounts().await?,
         None => Vec::new(),
     };
-    let report = crate::verify::Report::new(drift, &parked, args.keys);
+    let mut report = crate::verify::Report::new(drift, &parked, args.keys);
+    report.add_repairs(repairs);
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

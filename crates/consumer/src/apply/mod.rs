@@ -81,7 +81,7 @@ pub fn idempotency_key(
     hex::encode(&hash.finalize()[..16])
 }
 
-pub(super) fn document_hash(doc: &Map<String, Json>) -> String {
+pub(crate) fn document_hash(doc: &Map<String, Json>) -> String {
     // serde_json's map keeps keys sorted, so equal documents serialize equally.
     let text = serde_json::to_string(doc).unwrap_or_default();
     hex::encode(&Sha256::digest(text.as_bytes())[..16])

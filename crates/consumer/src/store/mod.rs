@@ -19,6 +19,7 @@ mod members;
 mod mirror;
 mod parking;
 mod positions;
+mod repairs;
 mod snapshots;
 mod targets;
 
