@@ -29,6 +29,9 @@ pub struct RepairAction {
     pub cloud_id: Option<String>,
 }
 
+/// What the cloud holds: resource → external reference → (cloud id, document without its id).
+type Documents = HashMap<String, BTreeMap<String, (String, Map<String, Json>)>>;
+
 /// Repairs one account's documents in `target` from its legacy rows; with `dry_run`, only
 /// says what it would do.
 pub async fn repair_account(
