@@ -49,8 +49,7 @@ pub async fn repair_account(
             source,
         }
     };
-    // resource → external reference → (cloud id, document without its id)
-    let mut actual: HashMap<String, BTreeMap<String, (String, Map<String, Json>)>> = HashMap::new();
+    let mut actual: Documents = HashMap::new();
     for resource in &mapping.resources {
         let docs = actual.entry(resource.name.clone()).or_default();
         for doc in cloud
