@@ -49,8 +49,8 @@ pub struct ReplayOptions {
     /// Rebuild the live target in place, under this live consumer group: the group's workers
     /// stop applying the target meanwhile (the replay holds its lease), what the store kept
     /// for it is forgotten, its cloud documents are found again by their external reference
-    /// (the engine must create in `lookup` mode) so their ids do not change, and documents the
-    /// rebuilt state no longer has are deleted.
+    /// (creates in `lookup` mode) so their ids do not change, and documents the rebuilt state
+    /// no longer has are deleted.
     pub in_place: Option<String>,
 }
 
@@ -102,6 +102,14 @@ pub struct Replay {
 
 impl Replay {
     pub fn new(engine: Engine, options: ReplayOptions) -> Self {
+        // Starting over, or rebuilding in place, the target's cloud documents may exist
+        // already, some deleted since: each is found by its external reference, never by an
+        // idempotency key that would answer with a document deleted since.
+        let engine = if options.restart || options.in_place.is_some() {
+            engine.with_create_mode(crate::CreateMode::Lookup)
+        } else {
+            engine
+        };
         Replay {
             engine,
             options,
@@ -235,14 +243,14 @@ impl Replay {
             brokers: o.kafka.brokers.clone(),
             source,
         };
-        let client: Arc<StreamConsumer> = Arc::new(
+        let client: Arc<StreamConsumer<Quiet>> = Arc::new(
             o.kafka
                 .kafka_config(&[
                     ("group.id", &group),
                     ("enable.auto.commit", "false"),
                     ("enable.partition.eof", "true"),
                 ])
-                .create()
+                .create_with_context(Quiet)
                 .map_err(broker_error)?,
         );
         let partition = match o.partition {
@@ -366,7 +374,7 @@ impl Replay {
     #[allow(clippy::too_many_arguments)]
     async fn read(
         &self,
-        client: &StreamConsumer,
+        client: &StreamConsumer<Quiet>,
         (topic, partition): (&str, i32),
         from: i64,
         stop: &CancellationToken,
@@ -449,10 +457,25 @@ impl Replay {
     }
 }
 
+/// The replay's client context: reaching the end of the partition is how a replay knows it is
+/// done, not an error to log.
+#[derive(Debug, Clone, Copy)]
+struct Quiet;
+
+impl rdkafka::ClientContext for Quiet {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if !matches!(error, rdkafka::error::KafkaError::PartitionEOF(_)) {
+            tracing::warn!(%error, reason, "kafka client error during a replay");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
+
 /// Runs one of the Kafka client's blocking lookups off the async threads.
 async fn blocking<T: Send + 'static>(
-    client: &Arc<StreamConsumer>,
-    f: impl FnOnce(&StreamConsumer) -> T + Send + 'static,
+    client: &Arc<StreamConsumer<Quiet>>,
+    f: impl FnOnce(&StreamConsumer<Quiet>) -> T + Send + 'static,
 ) -> Result<T> {
     let client = client.clone();
     tokio::task::spawn_blocking(move || f(&client))

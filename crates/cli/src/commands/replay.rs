@@ -11,7 +11,7 @@ use serde::Serialize;
 use tandem_consumer::mapping::Mapping;
 use tandem_consumer::replay::{Replay, ReplayOptions, ReplayProgress};
 use tandem_consumer::verify::Drift;
-use tandem_consumer::{CloudClient, CreateMode, Engine, Store};
+use tandem_consumer::{CloudClient, Engine, Store};
 use tandem_producer::config::Sources;
 use tandem_producer::legacy::Legacy;
 
@@ -57,11 +57,8 @@ pub(super) async fn run_replay(args: ReplayArgs) -> anyhow::Result<i32> {
             args.account
         );
     }
-    let mut engine = Engine::new(mapping.clone(), store.clone(), cloud.clone());
-    if args.in_place {
-        // Documents the cloud has already are found by their reference and kept.
-        engine = engine.with_create_mode(CreateMode::Lookup);
-    }
+    // Starting over or in place, the replay finds documents by their reference itself.
+    let engine = Engine::new(mapping.clone(), store.clone(), cloud.clone());
     let replay = Replay::new(
         engine,
         ReplayOptions {

@@ -6,37 +6,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context as _};
-use clap::{Args, Subcommand};
 use rand::seq::IteratorRandom;
 use serde_json::json;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::SqlitePool;
 use tandem_producer::config::Sources;
 use tandem_producer::Producer;
-
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    #[command(subcommand)]
-    pub which: Bench,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Bench {
-    /// Cost of change detection on one account of --rows rows (SQLite legacy database,
-    /// in-process broker).
-    Detector {
-        /// Rows in the large table.
-        #[arg(long, default_value_t = 1_000_000)]
-        rows: i64,
-        /// Idle cycles measured at each size, and runs of each way of finding deletes;
-        /// medians are reported.
-        #[arg(long, default_value_t = 5)]
-        cycles: usize,
-        /// Print one JSON object.
-        #[arg(long)]
-        json: bool,
-    },
-}
 
 const ACCOUNT: &str = "bench";
 
@@ -176,8 +151,7 @@ fn median(mut costs: Vec<Cost>) -> Cost {
     costs[costs.len() / 2]
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
-    let Bench::Detector { rows, cycles, json } = args.which;
+pub(super) async fn run(rows: i64, cycles: usize, json: bool) -> anyhow::Result<i32> {
     let small = 10_000.min(rows);
     let dir = tempfile::tempdir()?;
     let mut table = Table::create(&dir.path().join("legacy.db")).await?;
