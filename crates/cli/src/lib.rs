@@ -5,6 +5,8 @@ pub mod args;
 pub mod bench;
 pub mod commands;
 pub mod demo;
+pub mod migrate;
+mod progress;
 mod signal;
 pub mod verify;
 

@@ -30,6 +30,10 @@ pub struct AccountDrift {
     pub different: Vec<String>,
     /// Root keys created again while their resource still existed, per the audit log.
     pub duplicates: Vec<String>,
+    /// Documents without Tandem's reference (`collection/id`): not Tandem's, left out of the
+    /// verdict; a rollback reports them as created in the cloud.
+    #[serde(skip)]
+    pub foreign: Vec<String>,
 }
 
 impl AccountDrift {
@@ -88,6 +92,23 @@ pub async fn verify_account(
     legacy: &LegacyRows,
     cloud: &CloudClient,
 ) -> Result<AccountDrift, ApiError> {
+    verify_account_with(mapping, (account, target), legacy, cloud, None).await
+}
+
+/// Cloud ids by (resource, root key): how references are resolved when given to
+/// [`verify_account_with`] instead of through the cloud's documents.
+pub type IdMap = HashMap<(String, String), String>;
+
+/// As [`verify_account`]; with `ids`, references in the desired documents are resolved through
+/// them (the ids Tandem wrote) rather than through the cloud's documents, so a document
+/// deleted in the cloud does not make the documents that refer to it differ.
+pub async fn verify_account_with(
+    mapping: &Mapping,
+    (account, target): (&str, &str),
+    legacy: &LegacyRows,
+    cloud: &CloudClient,
+    ids: Option<&IdMap>,
+) -> Result<AccountDrift, ApiError> {
     let ref_field = &mapping.external_ref_field;
     // resource → external ref → cloud document
     let mut actual: HashMap<&str, BTreeMap<String, Map<String, Json>>> = HashMap::new();
@@ -102,8 +123,15 @@ pub async fn verify_account(
             let Json::Object(doc) = doc else { continue };
             // A document without Tandem's reference is not Tandem's: left out of the verdict,
             // as it is never touched.
-            if let Some(key) = doc.get(ref_field).and_then(Json::as_str) {
-                docs.insert(key.to_owned(), doc.clone());
+            match doc.get(ref_field).and_then(Json::as_str) {
+                Some(key) => {
+                    docs.insert(key.to_owned(), doc.clone());
+                }
+                None => drift.foreign.push(format!(
+                    "{}/{}",
+                    resource.collection,
+                    doc.get("id").and_then(Json::as_str).unwrap_or("?")
+                )),
             }
         }
     }
@@ -143,6 +171,13 @@ pub async fn verify_account(
                 continue;
             };
             let desired = mapping.render(resource, key, row, &kids, &mut |target, k| {
+                if let Some(ids) = ids {
+                    return Some(
+                        ids.get(&(target.to_owned(), k.to_owned()))
+                            .cloned()
+                            .unwrap_or_else(|| format!("<no {target} {k} written>")),
+                    );
+                }
                 Some(
                     actual
                         .get(target)

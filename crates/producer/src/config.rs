@@ -13,7 +13,9 @@
 //! ```
 //!
 //! One database per account is written as `[legacy.databases]` with `account = "url"` entries
-//! instead of `url` and `account_column`.
+//! instead of `url` and `account_column`. An optional `[migration]` section holds the
+//! migration's policy ([`tandem_migration::Policy`]): enrolment by slice, new accounts, and the
+//! freeze statement a cutover runs.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -27,6 +29,9 @@ use crate::{Error, Result};
 pub struct Sources {
     pub legacy: Legacy,
     pub tables: Vec<Table>,
+    /// How accounts are enrolled and cut over; every account found is enrolled by default.
+    #[serde(default)]
+    pub migration: tandem_migration::Policy,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +117,9 @@ impl Sources {
             message: message.to_owned(),
         };
         self.layout(origin)?;
+        self.migration
+            .check()
+            .map_err(|(key, message)| fail(format!("migration.{key}"), &message))?;
         if self.tables.is_empty() {
             return Err(fail(
                 "tables".into(),

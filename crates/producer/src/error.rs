@@ -48,11 +48,16 @@ pub enum Error {
     },
     #[error(transparent)]
     Codec(#[from] tandem_event::Error),
+    #[error(transparent)]
+    Migration(#[from] tandem_migration::Error),
     #[error("account {0}: another producer instance holds the lease")]
     LostLease(String),
     /// A legacy query answered something other than what its setting asks for.
     #[error("{key}: {message}")]
     LegacyAnswer { key: String, message: String },
+    /// Something the legacy layout cannot do, with the way around it.
+    #[error("{0}")]
+    Unsupported(String),
     /// A detection handed in that cannot be published (see `ingest`).
     #[error("detection: {0}")]
     Detection(String),

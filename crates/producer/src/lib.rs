@@ -24,6 +24,7 @@ mod detect;
 mod error;
 pub mod ingest;
 pub mod legacy;
+mod lifecycle;
 mod options;
 mod producer;
 mod publish;

@@ -27,6 +27,9 @@ pub struct Options {
     pub lease_ttl: Duration,
     /// On shutdown, how long the cycle under way may take to finish its batch and stop.
     pub grace: Duration,
+    /// The migration store shared with the consumer and the router: each account's state
+    /// decides whether it is followed. Without it every account found is followed.
+    pub migration_url: Option<String>,
 }
 
 impl Default for Options {
@@ -43,6 +46,7 @@ impl Default for Options {
             delete_check_interval: Duration::from_secs(30),
             lease_ttl: Duration::from_secs(30),
             grace: Duration::from_secs(30),
+            migration_url: None,
         }
     }
 }

@@ -1,7 +1,7 @@
 //! The producer: connects to the legacy database(s), its store and the broker, and runs
 //! cycles over the accounts until it is stopped.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -29,6 +29,9 @@ pub struct Producer {
     /// This instance's name in account leases.
     pub(crate) owner: String,
     notify_channel: Option<(String, String)>,
+    /// The migration store, when accounts are followed by their migration state.
+    pub(crate) migration: Option<tandem_migration::Store>,
+    pub(crate) policy: tandem_migration::Policy,
     /// Set while `run` is stopping: a long step (a snapshot) stops between two batches instead
     /// of running to its end, and accounts not started yet are left for next time. Cleared
     /// when `run` returns, so cycles called afterwards run in full.
@@ -62,8 +65,27 @@ impl Producer {
             std::process::id(),
             now_millis()
         );
+        let policy = sources.migration.clone();
+        let migration = match &options.migration_url {
+            Some(url) => {
+                let migration = tandem_migration::Store::open(url).await?;
+                migration.configure(&policy).await?;
+                Some(migration)
+            }
+            None if policy.enroll == tandem_migration::Enroll::Slices => {
+                return Err(Error::Config {
+                    file: origin.to_path_buf(),
+                    key: "migration.enroll".into(),
+                    message: "enrolling by slice needs the migration store (--migration-store)"
+                        .into(),
+                })
+            }
+            None => None,
+        };
         let outbox = Outbox::new(store.clone(), publisher);
         Ok(Producer {
+            migration,
+            policy,
             legacy,
             store,
             stats: outbox.stats(),
@@ -178,14 +200,34 @@ impl Producer {
             // A notification may name an account the sources do not watch.
             accounts.retain(|account| only.contains(account));
         }
-        let results: Vec<(String, Result<u64>)> = futures::stream::iter(accounts)
-            .map(|account| async move {
-                let result = self.cycle_account(&account).await;
-                (account, result)
-            })
-            .buffer_unordered(self.options.concurrency.max(1))
-            .collect()
-            .await;
+        let found: HashSet<String> = accounts.iter().cloned().collect();
+        let plan = self.plan(accounts).await?;
+        // The next account is chosen when a slot frees up, so that one enrolled by
+        // migrate-now meanwhile goes before the rest.
+        let mut plan = plan;
+        let mut started = HashSet::new();
+        let mut running = futures::stream::FuturesUnordered::new();
+        let mut results: Vec<(String, Result<u64>)> = Vec::new();
+        loop {
+            while running.len() < self.options.concurrency.max(1) {
+                match self.next_account(&mut plan, &found, &mut started).await {
+                    Ok(Some(account)) => running.push(async move {
+                        let result = self.cycle_account(&account).await;
+                        (account, result)
+                    }),
+                    Ok(None) => break,
+                    Err(e) => {
+                        results.push(("(the migration's plan)".to_owned(), Err(e)));
+                        plan.accounts.clear();
+                        break;
+                    }
+                }
+            }
+            match running.next().await {
+                Some(done) => results.push(done),
+                None => break,
+            }
+        }
         self.stats.cycles.fetch_add(1, Ordering::Relaxed);
         let mut published = 0;
         let mut first_error = None;

@@ -1,12 +1,14 @@
 //! `tandem bench`: benchmarks that print figures and assert nothing about time.
 //!
 //! - [`detector`]: what change detection costs on one large account;
-//! - [`rebuild`]: rebuilding an account from a topic that holds many others.
+//! - [`rebuild`]: rebuilding an account from a topic that holds many others;
+//! - [`route`]: the router's answer on loopback.
 
 use clap::{Args, Subcommand};
 
 mod detector;
 mod rebuild;
+mod route;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -50,11 +52,27 @@ pub enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// The router's answer: --requests `GET /v1/route/{account}` one after another over one
+    /// loopback connection, against a migration store of --accounts accounts in every state.
+    Route {
+        #[arg(long, default_value_t = 10_000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 20_000)]
+        requests: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     match args.which {
         Bench::Detector { rows, cycles, json } => detector::run(rows, cycles, json).await,
+        Bench::Route {
+            accounts,
+            requests,
+            json,
+        } => route::run(accounts, requests, json).await,
         Bench::Rebuild {
             records,
             accounts,

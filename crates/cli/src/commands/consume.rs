@@ -39,6 +39,9 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
             lease_ttl: args.lease_ttl,
         },
     )?;
+    if args.migration.url.is_some() {
+        consumer.follow_migration(args.migration.open().await?);
+    }
     let shutdown = shutdown_on_signal();
     let run = consumer.run(shutdown.clone());
     tokio::pin!(run);

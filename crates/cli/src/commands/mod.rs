@@ -6,6 +6,9 @@ mod consume;
 mod demo;
 mod produce;
 mod replay;
+mod router;
+mod slice;
+mod status;
 mod verify;
 mod workload;
 
@@ -25,5 +28,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Publish(args) => produce::run_publish(args).await,
         Command::Bench(args) => crate::bench::run(args).await,
         Command::Accounts(args) => accounts::run_accounts(args).await,
+        Command::Slice(args) => slice::run_slice(args).await,
+        Command::Router(args) => router::run_router(args).await,
+        Command::Status(args) => status::run_status(args).await,
     }
 }

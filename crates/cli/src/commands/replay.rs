@@ -1,12 +1,9 @@
 //! `tandem replay`: an account rebuilt from the topic into a target, with progress, ending
 //! with a verification of the target against the legacy data.
 
-use std::io::IsTerminal as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use tandem_consumer::mapping::Mapping;
 use tandem_consumer::replay::{Replay, ReplayOptions, ReplayProgress};
@@ -16,6 +13,7 @@ use tandem_producer::config::Sources;
 use tandem_producer::legacy::Legacy;
 
 use crate::args::ReplayArgs;
+use crate::progress::Progress;
 use crate::shutdown_on_signal;
 
 /// The replay's closing JSON line.
@@ -78,17 +76,17 @@ pub(super) async fn run_replay(args: ReplayArgs) -> anyhow::Result<i32> {
         },
     );
     let stop = shutdown_on_signal();
-    let show = Show::new();
+    let progress = Progress::new("replay: offsets");
     let (report, deleted) = if args.in_place {
-        replay.run_in_place(&stop, |p| show.progress(p)).await
+        replay.run_in_place(&stop, |p| show(&progress, p)).await
     } else {
         replay
-            .run(&stop, |p| show.progress(p))
+            .run(&stop, |p| show(&progress, p))
             .await
             .map(|r| (r, 0))
     }
     .with_context(|| format!("replay of {} into {}", args.account, args.into))?;
-    show.done();
+    progress.done();
     if stop.is_cancelled() {
         eprintln!(
             "tandem: replay of {} stopped at offset {}; run the same command again to carry on",
@@ -143,54 +141,13 @@ pub(super) async fn run_replay(args: ReplayArgs) -> anyhow::Result<i32> {
     Ok(if clean { 0 } else { 1 })
 }
 
-/// Progress on a terminal as a bar (events, rate, ETA), elsewhere as a line every 5 s.
-struct Show {
-    bar: Option<ProgressBar>,
-    last_line: std::cell::Cell<Instant>,
-}
-
-impl Show {
-    fn new() -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new(0);
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{spinner} [{elapsed_precise}] {wide_bar} {percent}% {msg} ({per_sec}, ETA {eta})",
-                )
-                .unwrap_or_else(|_| ProgressStyle::default_bar()),
-            );
-            bar
-        });
-        Show {
-            bar,
-            last_line: std::cell::Cell::new(Instant::now()),
-        }
-    }
-
-    fn progress(&self, p: &ReplayProgress) {
-        let total = u64::try_from(p.end - p.start).unwrap_or(0);
-        let done = u64::try_from(p.offset - p.start).unwrap_or(0).min(total);
-        let message = format!(
-            "{} read, {} events, {} applied",
-            p.read, p.events, p.applied
-        );
-        match &self.bar {
-            Some(bar) => {
-                bar.set_length(total);
-                bar.set_position(done);
-                bar.set_message(message);
-            }
-            None if self.last_line.get().elapsed() >= Duration::from_secs(5) => {
-                self.last_line.set(Instant::now());
-                eprintln!("replay: offset {} of {}: {message}", p.offset, p.end);
-            }
-            None => {}
-        }
-    }
-
-    fn done(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
+/// A replay's progress: the partition's offsets read, with the events found and applied.
+fn show(progress: &Progress, p: &ReplayProgress) {
+    let total = u64::try_from(p.end - p.start).unwrap_or(0);
+    let done = u64::try_from(p.offset - p.start).unwrap_or(0);
+    let message = format!(
+        "{} read, {} events, {} applied",
+        p.read, p.events, p.applied
+    );
+    progress.update(done, total, &message);
 }

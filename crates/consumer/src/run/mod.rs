@@ -68,6 +68,8 @@ struct Inner {
     /// This member's name in account leases (each worker run adds a number).
     member: String,
     worker_runs: AtomicU64,
+    /// The migration store: an account whose snapshot is applied goes live there.
+    migration: std::sync::OnceLock<tandem_migration::Store>,
     /// The first fatal error a worker met; stops the consumer.
     fatal: Mutex<Option<Error>>,
     failed: CancellationToken,
@@ -140,8 +142,15 @@ impl Consumer {
                 workers: TaskTracker::new(),
                 fatal: Mutex::new(None),
                 failed: CancellationToken::new(),
+                migration: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Tells the migration store when an account's snapshot has been applied: a syncing
+    /// account goes live then.
+    pub fn follow_migration(&self, store: tandem_migration::Store) {
+        let _ = self.inner.migration.set(store);
     }
 
     pub fn stats(&self) -> Arc<Stats> {

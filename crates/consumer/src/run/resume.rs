@@ -59,12 +59,15 @@ impl Inner {
                     stuck = true;
                     break;
                 }
-                let event = match self.codec.decode(&bytes) {
+                let (legacy, event) = match self.codec.decode(&bytes) {
                     // Held under its target: it applies there, as it would have.
-                    Ok(event) => ChangeEvent {
-                        account_id: account.clone(),
-                        ..event
-                    },
+                    Ok(event) => (
+                        event.account_id.clone(),
+                        ChangeEvent {
+                            account_id: account.clone(),
+                            ..event
+                        },
+                    ),
                     Err(e) => {
                         warn!(account, seq, error = %e, "held message no longer decodes; dropped");
                         store.release(&account, seq).await?;
@@ -76,6 +79,11 @@ impl Inner {
                     Ok(outcome) => {
                         self.record(&event, outcome);
                         store.release(&account, seq).await?;
+                        if let (tandem_event::Kind::SnapshotEnd, Some(id)) =
+                            (event.kind, &event.snapshot_id)
+                        {
+                            self.snapshot_applied(&legacy, id).await;
+                        }
                     }
                     Err(e) => match e.disposition() {
                         // Tried again next round (or by the next member, after a stop).

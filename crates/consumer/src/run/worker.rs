@@ -265,6 +265,11 @@ impl Inner {
             {
                 Ok(outcome) => {
                     self.record(event, outcome);
+                    if let (Kind::SnapshotEnd, Some(id)) = (event.kind, &event.snapshot_id) {
+                        let legacy = message.key().map(String::from_utf8_lossy);
+                        let legacy = legacy.as_deref().unwrap_or(&event.account_id);
+                        self.snapshot_applied(legacy, id).await;
+                    }
                     break;
                 }
                 Err(e) => match e.disposition() {
@@ -321,6 +326,41 @@ impl Inner {
         }
         self.finish(key, offset, generation);
         Ok(())
+    }
+
+    /// A snapshot of the legacy account was applied in full: a syncing account is live from
+    /// now on. The event is applied whatever the migration store says; if it cannot be told,
+    /// the account stays syncing until its next snapshot applies.
+    pub(super) async fn snapshot_applied(&self, legacy_account: &str, snapshot_id: &str) {
+        let Some(migration) = self.migration.get() else {
+            return;
+        };
+        let mut waits = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_times(4)
+            .build();
+        loop {
+            match migration
+                .snapshot_applied(legacy_account, snapshot_id)
+                .await
+            {
+                Ok(true) => {
+                    tracing::info!(
+                        account = legacy_account,
+                        "snapshot applied: the account is live"
+                    );
+                    return;
+                }
+                Ok(false) => return,
+                Err(e) => match waits.next() {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => {
+                        warn!(account = legacy_account, error = %e, "cannot record in the migration store that the account is live; it stays syncing until its next snapshot is applied (tandem snapshot --account)");
+                        return;
+                    }
+                },
+            }
+        }
     }
 
     pub(super) fn record(&self, event: &ChangeEvent, outcome: Outcome) {

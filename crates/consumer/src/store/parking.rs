@@ -57,6 +57,19 @@ impl Store {
         Ok(())
     }
 
+    /// Parks an account on an operator's word (a paused migration): its events are held from
+    /// the next one on. An account parked already keeps its reason.
+    pub async fn pause(&self, account: &str, reason: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO consumer_accounts (account, parked_reason, resume_requested)              VALUES ($1, $2, 0) ON CONFLICT (account) DO NOTHING",
+        )
+        .bind(account)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Asks the consumer to apply a parked account's held events again.
     pub async fn request_resume(&self, account: &str) -> Result<bool> {
         let changed =

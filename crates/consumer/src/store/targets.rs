@@ -79,6 +79,50 @@ impl Store {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    /// How many live legacy rows the mirror holds for `target`: what has been applied of it.
+    pub async fn mirror_count(&self, target: &str) -> Result<u64> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM consumer_mirror WHERE account = $1 AND data IS NOT NULL",
+        )
+        .bind(target)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    /// The rows the mirror holds for `target`, as the legacy rows they were: the documents
+    /// Tandem last wrote, rendered again through the mapping.
+    pub async fn mirror_rows(&self, target: &str) -> Result<crate::verify::LegacyRows> {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT entity_type, entity_id, data FROM consumer_mirror \
+             WHERE account = $1 AND data IS NOT NULL ORDER BY entity_type, entity_id",
+        )
+        .bind(target)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = crate::verify::LegacyRows::new();
+        for (entity_type, entity_id, data) in rows {
+            out.entry(entity_type)
+                .or_default()
+                .push((entity_id, serde_json::from_str(&data)?));
+        }
+        Ok(out)
+    }
+
+    /// The cloud ids the ID map holds for `target`, by (resource, root key).
+    pub async fn id_map(&self, target: &str) -> Result<crate::verify::IdMap> {
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "SELECT resource, root_key, cloud_id FROM consumer_id_map WHERE account = $1",
+        )
+        .bind(target)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(resource, key, id)| ((resource, key), id))
+            .collect())
+    }
+
     /// Every account applied to another target than itself: (account, target).
     pub async fn targets(&self) -> Result<Vec<(String, String)>> {
         Ok(

@@ -9,7 +9,8 @@
 //! - [`database`]: one legacy database — its pool, its checked tables, its queries;
 //! - [`reads`]: the version scan, whole accounts, and the restore signals' queries;
 //! - [`ranges`]: the differencing check's aggregates over version ranges;
-//! - [`decode`]: rows of each database turned into event values.
+//! - [`decode`]: rows of each database turned into event values;
+//! - [`operator`]: statements an operator wrote: a slice's query, a cutover's freeze.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ use crate::{Error, Result};
 
 mod database;
 mod decode;
+mod operator;
 mod ranges;
 mod reads;
 
