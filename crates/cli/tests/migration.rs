@@ -100,11 +100,20 @@ async fn route(router: &str, account: &str) -> anyhow::Result<Value> {
 
 /// Waits until the router (which reads the store every 100 ms) answers `target`.
 async fn until_routed(router: &str, account: &str, target: &str) -> anyhow::Result<Value> {
+    until_answer(router, account, |a| a["target"] == target).await
+}
+
+/// Waits until the router's answer for `account` satisfies `done`; the last answer.
+async fn until_answer(
+    router: &str,
+    account: &str,
+    done: impl Fn(&Value) -> bool,
+) -> anyhow::Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         // The router may still be starting.
         match route(router, account).await {
-            Ok(answer) if answer["target"] == target => return Ok(answer),
+            Ok(answer) if done(&answer) => return Ok(answer),
             Ok(answer) if Instant::now() > deadline => return Ok(answer),
             Err(e) if Instant::now() > deadline => return Err(e),
             _ => {}
@@ -379,5 +388,258 @@ async fn a_slice_is_enrolled_cut_over_rolled_back_and_completed() -> anyhow::Res
     ensure!(!client.list("mig-02", "contacts").await?.is_empty());
     let consumer = tandem_consumer::Store::open_existing(&stores.url).await?;
     ensure!(consumer.resource_count("mig-02").await? == 0);
+    Ok(())
+}
+
+/// A producer, a consumer and a router over fresh stores, a topic and cloudsim, for `n`
+/// seeded accounts named `<prefix>-NN`, with `policy` as the sources file's `[migration]`.
+struct Migration {
+    setup: Setup,
+    seeded: Seeded,
+    router: String,
+    client: CloudClient,
+    _dir: tempfile::TempDir,
+    _stores: PgDatabase,
+    _cloud: Cloud,
+    _children: Vec<Running>,
+}
+
+impl Migration {
+    async fn start(
+        prefix: &str,
+        n: usize,
+        policy: &str,
+        producer_flags: &[&str],
+    ) -> anyhow::Result<Migration> {
+        let brokers = brokers()?;
+        let topic = topic(&brokers, 2).await?;
+        let stores = PgDatabase::create().await?;
+        let cloud = Cloud::start(Default::default()).await?;
+        let dir = tempfile::tempdir()?;
+        let seeded = seeded_legacy(dir.path(), prefix, n).await?;
+        let text = std::fs::read_to_string(&seeded.sources)? + policy;
+        std::fs::write(&seeded.sources, text)?;
+        let mapping = dir.path().join("mapping.toml");
+        std::fs::write(&mapping, tandem_workload::MAPPING)?;
+        let mut children = vec![
+            Running::spawn(
+                tandem()
+                    .produce(&seeded.sources, &brokers, &topic, &stores.url)
+                    .args(producer_flags)
+                    .env("TANDEM_MIGRATION_STORE", &stores.url),
+            )?,
+            Running::spawn(
+                tandem()
+                    .consume(
+                        &mapping,
+                        (&brokers, &topic),
+                        &stores.url,
+                        &cloud.url,
+                        &dir.path().join("consumer.log"),
+                    )
+                    .env("TANDEM_MIGRATION_STORE", &stores.url),
+            )?,
+        ];
+        let setup = Setup {
+            sources: seeded.sources.clone(),
+            mapping,
+            stores: stores.url.clone(),
+            cloud: cloud.url.clone(),
+        };
+        setup
+            .until_status(Duration::from_secs(30), |s| s["accounts"] == n)
+            .await?;
+        let port = free_port()?;
+        children.push(Running::spawn(
+            tandem()
+                .command()
+                .args(["router", "--listen", &format!("127.0.0.1:{port}")])
+                .args(["--refresh", "100ms"])
+                .env("TANDEM_MIGRATION_STORE", &stores.url)
+                .env("TANDEM_LOG", "warn"),
+        )?);
+        Ok(Migration {
+            setup,
+            seeded,
+            router: format!("http://127.0.0.1:{port}"),
+            client: CloudClient::new(&cloud.url, Duration::from_secs(10), 8),
+            _dir: dir,
+            _stores: stores,
+            _cloud: cloud,
+            _children: children,
+        })
+    }
+
+    /// The account's state, once `done` holds for it.
+    async fn until_state(
+        &self,
+        account: &str,
+        done: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<String> {
+        let status = self
+            .setup
+            .until_status(Duration::from_secs(120), |s| done(state_of(s, account)))
+            .await?;
+        Ok(state_of(&status, account).to_owned())
+    }
+}
+
+fn state_of<'a>(status: &'a Value, account: &str) -> &'a str {
+    status["members"]
+        .as_array()
+        .and_then(|members| members.iter().find(|m| m["account"] == account))
+        .and_then(|m| m["state"].as_str())
+        .unwrap_or("unknown")
+}
+
+/// An account that appears in legacy after the census, under each of the three policies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_account_follows_the_new_account_policy() -> anyhow::Result<()> {
+    for (policy, expected, route_to) in [
+        ("cloud", "done", "cloud"),
+        ("enroll", "live", "legacy"),
+        ("ignore", "pending", "legacy"),
+    ] {
+        let text = format!(
+            "\n[migration]\nenroll = \"slices\"\nnew_accounts = \"{policy}\"\n\
+             new_accounts_slice = \"late\"\n"
+        );
+        let run = Migration::start(&format!("new-{policy}"), 2, &text, &[]).await?;
+        // Before the account exists, the router answers by the policy.
+        let newcomer = format!("new-{policy}-99");
+        let answer = until_routed(&run.router, &newcomer, route_to).await?;
+        ensure!(answer["state"].is_null(), "{policy}: {answer}");
+        let mut rng = tandem_workload::rng(5);
+        run.seeded.legacy.seed(&newcomer, &mut rng).await?;
+        let state = run.until_state(&newcomer, |s| s == expected).await?;
+        ensure!(state == expected, "{policy}: {state}");
+        let answer = until_answer(&run.router, &newcomer, |a| a["state"] == expected).await?;
+        ensure!(
+            answer["target"] == route_to && answer["state"] == expected,
+            "{policy}: {answer}"
+        );
+        let (_, history) = run.setup.run(&["accounts", "history", &newcomer])?;
+        ensure!(history.contains("new account"), "{policy}: {history}");
+        let newcomer = [newcomer];
+        if policy == "enroll" {
+            let (_, late) = run.setup.json(&["slice", "status", "late", "--json"])?;
+            ensure!(late["states"] == json!({"live": 1}), "{late}");
+            let drift = until_clean(
+                &run.seeded.sources,
+                &run.client,
+                &newcomer,
+                Duration::from_secs(60),
+            )
+            .await?;
+            ensure!(drift.iter().all(|d| d.is_clean()), "{drift:#?}");
+        } else {
+            // Not followed: nothing of it reaches the cloud, while a change of an account
+            // the same producer follows would (none is enrolled here, so the wait is fixed).
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            ensure!(
+                run.client.list(&newcomer[0], "contacts").await?.is_empty(),
+                "{policy}: a new account was applied"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Migrate on first use: an account a user touches is enrolled at the head of the queue and
+/// goes live while a slice of 50 accounts is still backfilling. Pausing holds an account's
+/// changes; resuming applies them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_migrated_now_goes_live_before_a_backfilling_slice() -> anyhow::Result<()> {
+    let policy = "\n[migration]\nenroll = \"slices\"\n";
+    // One account detected at a time, in small batches: the slice's backfill takes a while.
+    let flags = ["--concurrency", "1", "--batch-size", "25"];
+    let run = Migration::start("now", 51, policy, &flags).await?;
+    let slice: Vec<String> = run.seeded.accounts[..50].to_vec();
+    let urgent = run.seeded.accounts[50].clone();
+    let mut rng = tandem_workload::rng(9);
+    for account in &slice {
+        for _ in 0..40 {
+            run.seeded.legacy.add_contact(account, &mut rng).await?;
+        }
+    }
+    let list = slice.join(",");
+    let (code, out) = run
+        .setup
+        .run(&["slice", "create", "fifty", "--accounts", &list])?;
+    ensure!(code == 0, "{out}");
+    let (code, out) = run.setup.run(&["slice", "enroll", "fifty"])?;
+    ensure!(code == 0, "{out}");
+    // The slice is under way when the user comes.
+    run.setup
+        .until_status(Duration::from_secs(60), |s| {
+            s["states"]["live"].as_u64() >= Some(1)
+        })
+        .await?;
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{}/v1/accounts/{urgent}/migrate-now", run.router))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    ensure!(
+        answer["state"] == "syncing" && answer["ahead"] == 0 && answer["target"] == "legacy",
+        "{answer}"
+    );
+    // It says when it should be live, from how long the accounts live so far took.
+    ensure!(answer["expected_live_at"].as_i64() > Some(0), "{answer}");
+    let status = run
+        .setup
+        .until_status(Duration::from_secs(120), |s| state_of(s, &urgent) == "live")
+        .await?;
+    let slice_live = slice
+        .iter()
+        .filter(|a| state_of(&status, a) == "live")
+        .count();
+    ensure!(
+        slice_live < slice.len(),
+        "the slice went live before the account migrated now: {status}"
+    );
+    let drift = until_clean(
+        &run.seeded.sources,
+        &run.client,
+        std::slice::from_ref(&urgent),
+        Duration::from_secs(30),
+    )
+    .await?;
+    ensure!(drift.iter().all(|d| d.is_clean()), "{drift:#?}");
+
+    // Paused: its change is published and held, not applied; resumed, it is applied.
+    let (code, out) = run.setup.run(&["accounts", "pause", &urgent])?;
+    ensure!(code == 0, "{out}");
+    let answer = route(&run.router, &urgent).await?;
+    ensure!(answer["target"] == "legacy", "{answer}");
+    let contacts = run.client.list(&urgent, "contacts").await?.len();
+    run.seeded.legacy.add_contact(&urgent, &mut rng).await?;
+    let until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < until {
+        ensure!(
+            run.client.list(&urgent, "contacts").await?.len() == contacts,
+            "a paused account's change was applied"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let (_, parked) = run.setup.run(&["accounts", "status"])?;
+    ensure!(parked.contains("paused"), "{parked}");
+    let (code, out) = run.setup.run(&["accounts", "resume", &urgent])?;
+    ensure!(code == 0, "{out}");
+    let drift = until_clean(
+        &run.seeded.sources,
+        &run.client,
+        std::slice::from_ref(&urgent),
+        Duration::from_secs(30),
+    )
+    .await?;
+    ensure!(drift.iter().all(|d| d.is_clean()), "{drift:#?}");
+    ensure!(run.until_state(&urgent, |s| s == "live").await? == "live");
+    // The slice ends live too.
+    run.setup
+        .until_status(Duration::from_secs(180), |s| s["states"]["live"] == 51)
+        .await?;
     Ok(())
 }

@@ -257,6 +257,7 @@ impl Store {
         if let (NewAccounts::Enroll, Some(slice)) =
             (settings.new_accounts, &settings.new_accounts_slice)
         {
+            super::slices::ensure_slice(&mut tx, slice).await?;
             super::slices::add_member(&mut tx, slice, account).await?;
         }
         tx.commit().await?;
@@ -550,7 +551,7 @@ mod tests {
             store.discover("n3", &settings, "p").await?,
             Some(State::Syncing)
         );
-        assert_eq!(store.members("late").await?, ["n3"]);
+        assert_eq!(store.slice("late").await?.members, ["n3"]);
         Ok(())
     }
 

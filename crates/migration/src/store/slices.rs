@@ -37,6 +37,19 @@ pub(super) async fn add_member(
     Ok(added == 1)
 }
 
+/// Makes the slice new accounts are enrolled into, if it does not exist yet (a list).
+pub(super) async fn ensure_slice(tx: &mut Transaction<'_, Any>, name: &str) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO migration_slices (name, query, created_at) VALUES ($1, NULL, $2) \
+         ON CONFLICT (name) DO NOTHING",
+    )
+    .bind(name)
+    .bind(now_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 impl Store {
     /// Creates a slice with its members; members the migration does not know yet are recorded
     /// as pending.
