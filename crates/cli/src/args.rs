@@ -394,9 +394,14 @@ pub struct SliceArgs {
         default_value = "sources.toml"
     )]
     pub sources: PathBuf,
-    /// The consumer's store, for the rows backfilled so far.
-    #[arg(long = "store", global = true, env = "TANDEM_CONSUMER_STORE")]
-    pub consumer_store: Option<String>,
+    /// The consumer's store: the rows backfilled so far, and what a cutover checks.
+    #[arg(
+        long = "store",
+        global = true,
+        env = "TANDEM_CONSUMER_STORE",
+        default_value = "sqlite://tandem-consumer.db"
+    )]
+    pub consumer_store: String,
     #[command(flatten)]
     pub lifecycle: LifecycleArgs,
 }
@@ -760,6 +765,10 @@ pub struct VerifyArgs {
     /// With --repair: list what would be repaired, change nothing.
     #[arg(long, requires = "repair")]
     pub dry_run: bool,
+    /// With the migration store, each account's verdict is kept there: `tandem slice status`
+    /// shows the drift of the last verify.
+    #[command(flatten)]
+    pub migration: MigrationStore,
 }
 
 #[cfg(test)]

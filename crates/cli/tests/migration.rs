@@ -619,8 +619,11 @@ async fn an_account_migrated_now_goes_live_before_a_backfilling_slice() -> anyho
     // Paused: its change is published and held, not applied; resumed, it is applied.
     let (code, out) = run.setup.run(&["accounts", "pause", &urgent])?;
     ensure!(code == 0, "{out}");
-    let answer = route(&run.router, &urgent).await?;
-    ensure!(answer["target"] == "legacy", "{answer}");
+    let answer = until_answer(&run.router, &urgent, |a| a["state"] == "paused").await?;
+    ensure!(
+        answer["target"] == "legacy" && answer["state"] == "paused",
+        "{answer}"
+    );
     let contacts = run.client.list(&urgent, "contacts").await?.len();
     run.seeded.legacy.add_contact(&urgent, &mut rng).await?;
     // Held: the consumer keeps it, and the cloud does not get it.

@@ -136,7 +136,7 @@ pub(super) async fn run_accounts(args: AccountsArgs) -> anyhow::Result<i32> {
                 if !report.cut_over {
                     code = 1;
                 }
-                print_cutover(&report, json)?;
+                print_cutover(&report, json, true)?;
             }
             Ok(code)
         }
@@ -167,12 +167,12 @@ pub(super) async fn run_accounts(args: AccountsArgs) -> anyhow::Result<i32> {
                 }
                 if report.rolled_back {
                     println!(
-                        "{account}: rolled back; routed to legacy, unfrozen and followed again                          ({} cloud documents put back to the legacy data; {lost} changes lost)",
+                        "{account}: rolled back; routed to legacy, unfrozen and followed again ({} cloud documents put back to the legacy data; {lost} changes lost)",
                         report.repaired.unwrap_or(0)
                     );
                 } else {
                     println!(
-                        "{account}: not rolled back; these changes are lost by going back —                          run again with --yes to go ahead"
+                        "{account}: not rolled back; these changes are lost by going back; run again with --yes to go ahead"
                     );
                 }
                 for step in &report.next_steps {
@@ -187,7 +187,7 @@ pub(super) async fn run_accounts(args: AccountsArgs) -> anyhow::Result<i32> {
             for account in accounts {
                 lifecycle.complete(account).await?;
                 println!(
-                    "{account}: done; it lives in the cloud, and the consumer's bookkeeping for                      it is gone (its history is kept)"
+                    "{account}: done; it lives in the cloud, and the consumer's bookkeeping for it is gone (its history is kept)"
                 );
             }
             println!("next: tandem status --migration");
@@ -226,7 +226,7 @@ async fn lifecycle(args: &AccountsArgs) -> anyhow::Result<Lifecycle> {
 }
 
 /// One account's cutover, as a line of JSON or as text.
-pub(crate) fn print_cutover(report: &CutoverReport, json: bool) -> anyhow::Result<()> {
+pub(crate) fn print_cutover(report: &CutoverReport, json: bool, next: bool) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string(report)?);
         return Ok(());
@@ -253,8 +253,10 @@ pub(crate) fn print_cutover(report: &CutoverReport, json: bool) -> anyhow::Resul
             }
         }
     }
-    for step in &report.next_steps {
-        println!("next: {step}");
+    if next {
+        for step in &report.next_steps {
+            println!("next: {step}");
+        }
     }
     Ok(())
 }

@@ -84,9 +84,13 @@ pub(super) async fn run_slice(args: SliceArgs) -> anyhow::Result<i32> {
             let migration = args.migration.open_existing().await?;
             let slice = migration.slice(name).await?;
             let legacy = legacy(&args).await.ok();
-            let consumer = match &args.consumer_store {
-                Some(url) => Some(tandem_consumer::Store::open_existing(url).await?),
-                None => None,
+            // Without the consumer's store the status has no row counts, and says why.
+            let consumer = match tandem_consumer::Store::open_existing(&args.consumer_store).await {
+                Ok(store) => Some(store),
+                Err(e) => {
+                    eprintln!("tandem: rows backfilled not shown: {e}");
+                    None
+                }
             };
             let status =
                 SliceStatus::read(&migration, &slice, legacy.as_ref(), consumer.as_ref()).await?;
@@ -111,9 +115,7 @@ pub(super) async fn run_slice(args: SliceArgs) -> anyhow::Result<i32> {
         SliceAction::Cutover { ref name, json } => {
             let lifecycle = Lifecycle::open(
                 &args.sources,
-                args.consumer_store.as_deref().ok_or_else(|| {
-                    anyhow::anyhow!("a cutover needs the consumer's store: --store")
-                })?,
+                &args.consumer_store,
                 &args.migration,
                 &args.lifecycle,
                 ACTOR,
@@ -130,7 +132,7 @@ pub(super) async fn run_slice(args: SliceArgs) -> anyhow::Result<i32> {
                 if matches!(state, Some(State::Live | State::RolledBack)) {
                     let report = lifecycle.cutover(account).await?;
                     if !json {
-                        super::accounts::print_cutover(&report, false)?;
+                        super::accounts::print_cutover(&report, false, false)?;
                     }
                     reports.push(report);
                 }
@@ -144,6 +146,11 @@ pub(super) async fn run_slice(args: SliceArgs) -> anyhow::Result<i32> {
                 ));
             }
             if cut > 0 {
+                next_steps.push(
+                    "back to legacy, listing what the cloud changed since: \
+                     tandem accounts rollback ACCOUNT"
+                        .to_owned(),
+                );
                 next_steps.push(
                     "once settled in the cloud: tandem accounts complete ACCOUNT …".to_owned(),
                 );

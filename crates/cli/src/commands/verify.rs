@@ -64,6 +64,21 @@ pub(super) async fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
                 .with_context(|| format!("cannot verify against {}", args.cloud_url))?;
         }
     }
+    if args.migration.url.is_some() && !args.dry_run {
+        let migration = args.migration.open_existing().await?;
+        for verdict in &drift {
+            let counts = verdict.counts();
+            let drift = tandem_migration::Drift {
+                missing: counts.missing as i64,
+                extra: counts.extra as i64,
+                different: counts.different as i64,
+            };
+            // Accounts the migration does not know are left out.
+            if migration.account(&verdict.account).await?.is_some() {
+                migration.record_verify(&verdict.account, drift).await?;
+            }
+        }
+    }
     let parked = match &store {
         Some(store) => store.parked_accounts().await?,
         None => Vec::new(),
