@@ -10,7 +10,8 @@ use anyhow::{ensure, Context as _};
 use serde_json::{json, Map, Value};
 use tandem_consumer::CloudClient;
 use tandem_testkit::{
-    brokers, seeded_legacy, topic, until_clean, Cloud, PgDatabase, Running, Seeded, Tandem,
+    brokers, read_until_quiet, seeded_legacy, topic, until_clean, Cloud, PgDatabase, Running,
+    Seeded, Tandem,
 };
 
 fn tandem() -> Tandem {
@@ -276,8 +277,10 @@ async fn a_slice_is_enrolled_cut_over_rolled_back_and_completed() -> anyhow::Res
     ])?;
     ensure!(code == 0, "{repaired}");
 
-    // The whole slice, gated account by account.
+    // The whole slice, gated account by account. A cutover's own snapshot is detected before
+    // it ends; nothing of a cut-over account is detected after.
     let (code, cut) = setup.json(&["slice", "cutover", "first", "--json"])?;
+    let cut_at = tandem_event::now_millis();
     ensure!(
         code == 0 && cut["cut_over"] == 5 && cut["refused"] == 0,
         "{cut}"
@@ -303,6 +306,24 @@ async fn a_slice_is_enrolled_cut_over_rolled_back_and_completed() -> anyhow::Res
     ensure!(
         client.list("mig-01", "contacts").await?.len() == before,
         "a cut-over account's legacy change was applied"
+    );
+    // Nor was it published: the topic holds nothing of mig-01 detected after its cutover,
+    // while the accounts still followed kept publishing.
+    let events = read_until_quiet(&brokers, &topic, Duration::from_secs(5)).await?;
+    let after = |account: &str| {
+        events
+            .iter()
+            .filter(|(key, e)| key == account && e.detected_at > cut_at)
+            .count()
+    };
+    ensure!(
+        after("mig-01") == 0,
+        "{} events of mig-01 after its cutover",
+        after("mig-01")
+    );
+    ensure!(
+        after("mig-06") + after("mig-07") + after("mig-08") > 0,
+        "nothing published after the cutover"
     );
 
     // Rollback: the cloud changed since the cutover — one document created, one changed, one
@@ -540,6 +561,18 @@ async fn a_new_account_follows_the_new_account_policy() -> anyhow::Result<()> {
                 run.client.list(&newcomer[0], "contacts").await?.is_empty(),
                 "{policy}: a new account was applied"
             );
+        }
+        let newcomer = &newcomer[0];
+        if policy == "ignore" {
+            // A user touches it: the route enrols it at the head of the queue.
+            let answer = route(&run.router, &format!("{newcomer}?enroll=true")).await?;
+            ensure!(
+                answer["state"] == "syncing" && answer["target"] == "legacy",
+                "{answer}"
+            );
+            ensure!(run.until_state(newcomer, |s| s == "live").await? == "live");
+            let (_, history) = run.setup.run(&["accounts", "history", &newcomer])?;
+            ensure!(history.contains("migrate-now"), "{history}");
         }
     }
     Ok(())

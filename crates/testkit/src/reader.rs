@@ -65,6 +65,26 @@ impl Reader {
     }
 }
 
+/// Every event of `topic` from its start, read until none arrives for `quiet`.
+pub async fn read_until_quiet(
+    brokers: &str,
+    topic: &str,
+    quiet: std::time::Duration,
+) -> anyhow::Result<Vec<(String, tandem_event::ChangeEvent)>> {
+    use rdkafka::Message as _;
+    let reader = Reader::new(brokers, topic)?;
+    let mut events = Vec::new();
+    while let Ok(message) = tokio::time::timeout(quiet, reader.consumer.recv()).await {
+        let message = message?;
+        let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
+        events.push((
+            key,
+            reader.codec.decode(message.payload().unwrap_or_default())?,
+        ));
+    }
+    Ok(events)
+}
+
 /// Reads `count` events from the start of `topic` (every partition), waiting up to `timeout`.
 /// Returns them in per-partition order, with their Kafka keys.
 pub async fn read_events(
