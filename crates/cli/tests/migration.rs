@@ -571,7 +571,7 @@ async fn a_new_account_follows_the_new_account_policy() -> anyhow::Result<()> {
                 "{answer}"
             );
             ensure!(run.until_state(newcomer, |s| s == "live").await? == "live");
-            let (_, history) = run.setup.run(&["accounts", "history", &newcomer])?;
+            let (_, history) = run.setup.run(&["accounts", "history", newcomer])?;
             ensure!(history.contains("migrate-now"), "{history}");
         }
     }
