@@ -75,7 +75,12 @@ pub(super) async fn run_accounts(args: AccountsArgs) -> anyhow::Result<i32> {
                 } else if paused {
                     println!("{account}: resumed; nothing was held for it");
                 } else {
-                    eprintln!("tandem: account {account} is neither paused nor parked");
+                    let what = if migration.is_some() {
+                        "neither paused nor parked"
+                    } else {
+                        "not parked"
+                    };
+                    eprintln!("tandem: account {account} is {what}");
                     code = 1;
                 }
             }
