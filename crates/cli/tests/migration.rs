@@ -147,68 +147,28 @@ async fn frozen(legacy: &Path) -> anyhow::Result<Vec<String>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slice_is_enrolled_cut_over_rolled_back_and_completed() -> anyhow::Result<()> {
-    let brokers = brokers()?;
-    let topic = topic(&brokers, 2).await?;
-    let stores = PgDatabase::create().await?;
-    let cloud = Cloud::start(Default::default()).await?;
-    let dir = tempfile::tempdir()?;
-    let Seeded {
-        legacy,
-        accounts,
-        sources,
-    } = seeded_legacy(dir.path(), "mig", 8).await?;
+    let run = Migration::start("mig", 8, MIGRATION, &[]).await?;
+    let Migration {
+        setup,
+        seeded: Seeded {
+            legacy,
+            accounts,
+            sources,
+        },
+        router: router_url,
+        client,
+        ..
+    } = &run;
+    let (brokers, topic, stores) = (&run.brokers, &run.topic, &run.setup.stores);
+    let legacy_db = run.dir.path().join("legacy.db");
     legacy
         .execute("CREATE TABLE frozen_accounts (account_id TEXT PRIMARY KEY)")
         .await?;
-    let text = std::fs::read_to_string(&sources)? + MIGRATION;
-    std::fs::write(&sources, text)?;
-    let mapping = dir.path().join("mapping.toml");
-    std::fs::write(&mapping, tandem_workload::MAPPING)?;
-    let setup = Setup {
-        sources: sources.clone(),
-        mapping: mapping.clone(),
-        stores: stores.url.clone(),
-        cloud: cloud.url.clone(),
-    };
-    let client = CloudClient::new(&cloud.url, Duration::from_secs(10), 8);
-    let _producer = Running::spawn(
-        tandem()
-            .produce(&sources, &brokers, &topic, &stores.url)
-            .env("TANDEM_MIGRATION_STORE", &stores.url),
-    )?;
-    let _consumer = Running::spawn(
-        tandem()
-            .consume(
-                &mapping,
-                (&brokers, &topic),
-                &stores.url,
-                &cloud.url,
-                &dir.path().join("consumer.log"),
-            )
-            .env("TANDEM_MIGRATION_STORE", &stores.url),
-    )?;
 
     // The census: every account pending, nothing published for any of them.
-    let status = setup
-        .until_status(Duration::from_secs(30), |s| s["accounts"] == 8)
-        .await?;
+    let (_, status) = setup.json(&["status", "--migration", "--json"])?;
     ensure!(status["states"] == json!({"pending": 8}), "{status}");
-    let port = free_port()?;
-    let router_url = format!("http://127.0.0.1:{port}");
-    let _router = Running::spawn(
-        tandem()
-            .command()
-            .args([
-                "router",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--refresh",
-                "100ms",
-            ])
-            .env("TANDEM_MIGRATION_STORE", &stores.url)
-            .env("TANDEM_LOG", "warn"),
-    )?;
-    let answer = until_routed(&router_url, "mig-01", "legacy").await?;
+    let answer = until_routed(router_url, "mig-01", "legacy").await?;
     ensure!(answer["state"] == "pending", "{answer}");
 
     // A slice of five chosen by a query over the legacy data.
@@ -234,7 +194,7 @@ async fn a_slice_is_enrolled_cut_over_rolled_back_and_completed() -> anyhow::Res
     setup
         .until_status(Duration::from_secs(120), |s| s["states"]["live"] == 8)
         .await?;
-    let drift = until_clean(&sources, &client, &accounts, Duration::from_secs(60)).await?;
+    let drift = until_clean(sources, client, accounts, Duration::from_secs(60)).await?;
     ensure!(drift.iter().all(|d| d.is_clean()), "{drift:#?}");
     let (_, status) = setup.json(&["slice", "status", "first", "--json"])?;
     ensure!(
@@ -244,7 +204,7 @@ async fn a_slice_is_enrolled_cut_over_rolled_back_and_completed() -> anyhow::Res
     );
 
     // The other accounts keep changing while the slice is cut over.
-    let workload = tandem_testkit::workload(&legacy, &others, Duration::from_secs(20));
+    let workload = tandem_testkit::workload(legacy, &others, Duration::from_secs(20));
 
     // A cutover refused: a contact of mig-05 deleted in the cloud behind Tandem's back.
     let contacts = client.list("mig-05", "contacts").await?;
@@ -260,11 +220,8 @@ async fn a_slice_is_enrolled_cut_over_rolled_back_and_completed() -> anyhow::Res
                 .is_some_and(|r| r.contains("1 missing")),
         "{refused}"
     );
-    ensure!(
-        frozen(&dir.path().join("legacy.db")).await?.is_empty(),
-        "left frozen"
-    );
-    ensure!(route(&router_url, "mig-05").await?["target"] == "legacy");
+    ensure!(frozen(&legacy_db).await?.is_empty(), "left frozen");
+    ensure!(route(router_url, "mig-05").await?["target"] == "legacy");
     let (_, history) = setup.run(&["accounts", "history", "mig-05"])?;
     ensure!(history.contains("cutover refused"), "{history}");
     let (code, repaired) = setup.run(&[
@@ -272,7 +229,7 @@ async fn a_slice_is_enrolled_cut_over_rolled_back_and_completed() -> anyhow::Res
         "--account",
         "mig-05",
         "--store",
-        &stores.url,
+        stores,
         "--repair",
     ])?;
     ensure!(code == 0, "{repaired}");
@@ -286,14 +243,14 @@ async fn a_slice_is_enrolled_cut_over_rolled_back_and_completed() -> anyhow::Res
         "{cut}"
     );
     ensure!(
-        frozen(&dir.path().join("legacy.db")).await? == slice,
+        frozen(&legacy_db).await? == slice,
         "the slice stays frozen in legacy"
     );
     for account in &slice {
-        let answer = until_routed(&router_url, account, "cloud").await?;
+        let answer = until_routed(router_url, account, "cloud").await?;
         ensure!(answer["state"] == "cut-over", "{answer}");
     }
-    ensure!(route(&router_url, "mig-06").await?["target"] == "legacy");
+    ensure!(route(router_url, "mig-06").await?["target"] == "legacy");
 
     // Cut over, an account is no longer followed: a stray legacy write stays in legacy, while
     // a change of an account still followed arrives.
@@ -301,7 +258,7 @@ async fn a_slice_is_enrolled_cut_over_rolled_back_and_completed() -> anyhow::Res
     let mut rng = tandem_workload::rng(11);
     legacy.add_contact("mig-01", &mut rng).await?;
     workload.await??;
-    let drift = until_clean(&sources, &client, &others, Duration::from_secs(60)).await?;
+    let drift = until_clean(sources, client, &others, Duration::from_secs(60)).await?;
     ensure!(drift.iter().all(|d| d.is_clean()), "{drift:#?}");
     ensure!(
         client.list("mig-01", "contacts").await?.len() == before,
@@ -309,7 +266,7 @@ async fn a_slice_is_enrolled_cut_over_rolled_back_and_completed() -> anyhow::Res
     );
     // Nor was it published: the topic holds nothing of mig-01 detected after its cutover,
     // while the accounts still followed kept publishing.
-    let events = read_until_quiet(&brokers, &topic, Duration::from_secs(5)).await?;
+    let events = read_until_quiet(brokers, topic, Duration::from_secs(5)).await?;
     let after = |account: &str| {
         events
             .iter()
@@ -359,21 +316,19 @@ async fn a_slice_is_enrolled_cut_over_rolled_back_and_completed() -> anyhow::Res
             && report["deleted"] == json!([format!("lease/{lease_ref}")]),
         "{report}"
     );
-    ensure!(route(&router_url, "mig-02").await?["target"] == "cloud");
+    ensure!(route(router_url, "mig-02").await?["target"] == "cloud");
     let (code, report) = setup.json(&["accounts", "rollback", "mig-02", "--yes", "--json"])?;
     ensure!(code == 0 && report["rolled_back"] == true, "{report}");
-    let answer = until_routed(&router_url, "mig-02", "legacy").await?;
+    let answer = until_routed(router_url, "mig-02", "legacy").await?;
     ensure!(answer["state"] == "rolled-back", "{answer}");
     ensure!(
-        !frozen(&dir.path().join("legacy.db"))
-            .await?
-            .contains(&"mig-02".to_owned()),
+        !frozen(&legacy_db).await?.contains(&"mig-02".to_owned()),
         "still frozen after the rollback"
     );
     // Followed again: a legacy change arrives, and the cloud equals legacy.
     legacy.add_contact("mig-02", &mut rng).await?;
     let two = ["mig-02".to_owned()];
-    let drift = until_clean(&sources, &client, &two, Duration::from_secs(60)).await?;
+    let drift = until_clean(sources, client, &two, Duration::from_secs(60)).await?;
     ensure!(drift.iter().all(|d| d.is_clean()), "{drift:#?}");
 
     // Everyone over, and done: the exit.
@@ -407,7 +362,7 @@ async fn a_slice_is_enrolled_cut_over_rolled_back_and_completed() -> anyhow::Res
     }
     // Completed: the cloud keeps the account, and what the consumer kept of it is gone.
     ensure!(!client.list("mig-02", "contacts").await?.is_empty());
-    let consumer = tandem_consumer::Store::open_existing(&stores.url).await?;
+    let consumer = tandem_consumer::Store::open_existing(stores).await?;
     ensure!(consumer.resource_count("mig-02").await? == 0);
     Ok(())
 }
@@ -419,7 +374,9 @@ struct Migration {
     seeded: Seeded,
     router: String,
     client: CloudClient,
-    _dir: tempfile::TempDir,
+    brokers: String,
+    topic: String,
+    dir: tempfile::TempDir,
     _stores: PgDatabase,
     _cloud: Cloud,
     _children: Vec<Running>,
@@ -484,7 +441,9 @@ impl Migration {
             seeded,
             router: format!("http://127.0.0.1:{port}"),
             client: CloudClient::new(&cloud.url, Duration::from_secs(10), 8),
-            _dir: dir,
+            brokers,
+            topic,
+            dir,
             _stores: stores,
             _cloud: cloud,
             _children: children,

@@ -50,6 +50,25 @@ pub(super) async fn ensure_slice(tx: &mut Transaction<'_, Any>, name: &str) -> R
     Ok(())
 }
 
+/// Makes the accounts members of the slice, recording those the migration does not know yet
+/// as pending; returns the accounts that were not members.
+async fn enlist(
+    tx: &mut Transaction<'_, Any>,
+    name: &str,
+    accounts: &[String],
+    actor: &str,
+) -> Result<Vec<String>> {
+    let mut added = Vec::new();
+    let reason = format!("member of slice {name}");
+    for account in accounts {
+        insert(tx, account, State::Pending, actor, &reason).await?;
+        if add_member(tx, name, account).await? {
+            added.push(account.clone());
+        }
+    }
+    Ok(added)
+}
+
 impl Store {
     /// Creates a slice with its members; members the migration does not know yet are recorded
     /// as pending.
@@ -74,17 +93,7 @@ impl Store {
         if created == 0 {
             return Err(Error::SliceExists(name.to_owned()));
         }
-        for account in members {
-            insert(
-                &mut tx,
-                account,
-                State::Pending,
-                actor,
-                &format!("member of slice {name}"),
-            )
-            .await?;
-            add_member(&mut tx, name, account).await?;
-        }
+        enlist(&mut tx, name, members, actor).await?;
         tx.commit().await?;
         self.slice(name).await
     }
@@ -98,20 +107,7 @@ impl Store {
     ) -> Result<Vec<String>> {
         self.slice(name).await?;
         let mut tx = self.pool.begin().await?;
-        let mut added = Vec::new();
-        for account in accounts {
-            insert(
-                &mut tx,
-                account,
-                State::Pending,
-                actor,
-                &format!("member of slice {name}"),
-            )
-            .await?;
-            if add_member(&mut tx, name, account).await? {
-                added.push(account.clone());
-            }
-        }
+        let added = enlist(&mut tx, name, accounts, actor).await?;
         tx.commit().await?;
         Ok(added)
     }
