@@ -206,18 +206,35 @@ async fn a_slice_is_enrolled_cut_over_rolled_back_and_completed() -> anyhow::Res
     // The other accounts keep changing while the slice is cut over.
     let workload = tandem_testkit::workload(legacy, &others, Duration::from_secs(20));
 
-    // A cutover refused: a contact of mig-05 deleted in the cloud behind Tandem's back.
+    // A cutover refused: a contact of mig-05 lost and a property damaged in the cloud,
+    // behind the API's back (cloudsim's admin API).
     let contacts = client.list("mig-05", "contacts").await?;
     let gone = contacts[0]["id"].as_str().unwrap_or_default().to_owned();
-    client.delete("mig-05", "contacts", &gone).await?;
+    run.cloud
+        .corrupt(("mig-05", "contacts", &gone), None)
+        .await?;
+    let properties = client.list("mig-05", "properties").await?;
+    let damaged = properties[0]["id"].as_str().unwrap_or_default().to_owned();
+    let damaged_ref = properties[0]["external_ref"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let mut body = properties[0].clone();
+    body["bedrooms"] = json!(-1);
+    run.cloud
+        .corrupt(("mig-05", "properties", &damaged), Some(&body))
+        .await?;
     let (code, refused) = setup.json(&["accounts", "cutover", "mig-05", "--json"])?;
     ensure!(
         code == 1
             && refused["cut_over"] == false
             && refused["drift"]["missing"] == 1
+            && refused["different"]
+                .as_array()
+                .is_some_and(|d| d.contains(&json!(format!("property/{damaged_ref}"))))
             && refused["refused"]
                 .as_str()
-                .is_some_and(|r| r.contains("1 missing")),
+                .is_some_and(|r| r.contains("1 missing, 0 extra")),
         "{refused}"
     );
     ensure!(frozen(&legacy_db).await?.is_empty(), "left frozen");
@@ -378,7 +395,7 @@ struct Migration {
     topic: String,
     dir: tempfile::TempDir,
     _stores: PgDatabase,
-    _cloud: Cloud,
+    cloud: Cloud,
     _children: Vec<Running>,
 }
 
@@ -445,7 +462,7 @@ impl Migration {
             topic,
             dir,
             _stores: stores,
-            _cloud: cloud,
+            cloud,
             _children: children,
         })
     }

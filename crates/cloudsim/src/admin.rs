@@ -3,8 +3,10 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
+use axum::extract::Path;
 use axum::extract::{Query, State};
-use axum::routing::get;
+use axum::http::StatusCode;
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -21,6 +23,10 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/admin/audit", get(audit))
         .route("/admin/faults", get(get_faults).put(put_faults))
+        .route(
+            "/admin/corrupt/{account}/{collection}/{id}",
+            put(corrupt_body).delete(corrupt_delete),
+        )
         .route("/health", get(health))
 }
 
@@ -59,6 +65,51 @@ async fn put_faults(State(state): State<AppState>, body: Bytes) -> Result<Json<F
     info!(?faults, "fault settings replaced");
     *state.faults.write().await = faults.clone();
     Ok(Json(faults))
+}
+
+/// Replaces a document's body behind the API's back (no faults, no idempotency; audited as
+/// `admin-update`). For tests of what Tandem does about a cloud it did not change itself.
+async fn corrupt_body(
+    State(state): State<AppState>,
+    Path((account, collection, id)): Path<(String, String, String)>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let doc = match serde_json::from_slice(&body) {
+        Ok(Value::Object(doc)) => doc,
+        _ => {
+            return Err(ApiError::BadRequest(
+                "the body must be a JSON object".to_owned(),
+            ))
+        }
+    };
+    corrupted(
+        state
+            .store
+            .corrupt(&account, &collection, &id, Some(doc))
+            .await?,
+    )
+}
+
+/// Removes a document behind the API's back (audited as `admin-delete`).
+async fn corrupt_delete(
+    State(state): State<AppState>,
+    Path((account, collection, id)): Path<(String, String, String)>,
+) -> Result<StatusCode, ApiError> {
+    corrupted(
+        state
+            .store
+            .corrupt(&account, &collection, &id, None)
+            .await?,
+    )
+}
+
+fn corrupted(found: bool) -> Result<StatusCode, ApiError> {
+    if found {
+        info!("a document was corrupted through the admin API");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("no such document".to_owned()))
+    }
 }
 
 async fn health() -> Json<Value> {

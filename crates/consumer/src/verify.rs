@@ -219,7 +219,8 @@ pub async fn verify_account_with(
                     }
                     *count += 1;
                 }
-                "delete" => *count = count.saturating_sub(1),
+                // A document removed behind the API (cloudsim's admin API) is gone too.
+                "delete" | "admin-delete" => *count = count.saturating_sub(1),
                 _ => {}
             }
         }

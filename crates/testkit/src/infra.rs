@@ -110,6 +110,23 @@ impl Cloud {
         })
     }
 
+    /// Corrupts a document behind the API's back (cloudsim's admin API): its body replaced by
+    /// `doc`, or the document removed when `doc` is `None`.
+    pub async fn corrupt(
+        &self,
+        (account, collection, id): (&str, &str, &str),
+        doc: Option<&serde_json::Value>,
+    ) -> anyhow::Result<()> {
+        let url = format!("{}/admin/corrupt/{account}/{collection}/{id}", self.url);
+        let client = reqwest::Client::new();
+        let request = match doc {
+            Some(doc) => client.put(url).json(doc),
+            None => client.delete(url),
+        };
+        request.send().await?.error_for_status()?;
+        Ok(())
+    }
+
     /// Replaces the fault settings of the running server.
     pub async fn set_faults(&self, faults: tandem_cloudsim::Faults) {
         *self.faults.write().await = faults;

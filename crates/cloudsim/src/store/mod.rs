@@ -292,6 +292,73 @@ impl Store {
         Ok(Some(doc))
     }
 
+    /// Changes a document behind the API's back, as an operator with database access or
+    /// storage damage would: its body replaced, or the document removed (`doc` of `None`).
+    /// The audit log records it as `admin-update` or `admin-delete`, so that it stays the
+    /// ledger of what happened to each document. False when it did not exist.
+    pub(crate) async fn corrupt(
+        &self,
+        account: &str,
+        collection: &str,
+        id: &str,
+        doc: Option<Map<String, Value>>,
+    ) -> Result<bool> {
+        let mut tx = self.writer.begin().await?;
+        let before: Option<String> = sqlx::query_scalar(
+            "SELECT body FROM documents WHERE account = ? AND collection = ? AND id = ?",
+        )
+        .bind(account)
+        .bind(collection)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(before) = before else {
+            return Ok(false);
+        };
+        let external_ref = match parse_document(id, &before)? {
+            Value::Object(doc) => external_ref(&doc),
+            _ => None,
+        };
+        let op = match doc {
+            Some(mut doc) => {
+                doc.insert("id".to_owned(), Value::String(id.to_owned()));
+                sqlx::query(
+                    "UPDATE documents SET body = ? WHERE account = ? AND collection = ? AND id = ?",
+                )
+                .bind(Value::Object(doc).to_string())
+                .bind(account)
+                .bind(collection)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                "admin-update"
+            }
+            None => {
+                sqlx::query(
+                    "DELETE FROM documents WHERE account = ? AND collection = ? AND id = ?",
+                )
+                .bind(account)
+                .bind(collection)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                "admin-delete"
+            }
+        };
+        let audit = Audit {
+            account,
+            collection,
+            id,
+            op,
+            external_ref: external_ref.as_deref(),
+            idempotency_key: None,
+            at_ms: now_ms(),
+        };
+        audit.append(&mut tx).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// Audit entries after `after_seq`, for one account or all; the second value is the
     /// cursor for the next page, if there is one.
     pub(crate) async fn audit(
