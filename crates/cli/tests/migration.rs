@@ -381,6 +381,28 @@ async fn a_slice_is_enrolled_cut_over_rolled_back_and_completed() -> anyhow::Res
     ensure!(!client.list("mig-02", "contacts").await?.is_empty());
     let consumer = tandem_consumer::Store::open_existing(stores).await?;
     ensure!(consumer.resource_count("mig-02").await? == 0);
+
+    // The slice's query run again finds an account created since; only --apply adds it.
+    legacy.seed("mig-00", &mut rng).await?;
+    setup
+        .until_status(Duration::from_secs(30), |s| s["accounts"] == 9)
+        .await?;
+    let (code, out) = setup.run(&["slice", "reevaluate", "first"])?;
+    ensure!(
+        code == 0 && out.contains("finds 1 accounts") && out.contains("mig-00"),
+        "{out}"
+    );
+    ensure!(setup
+        .run(&["slice", "status", "first", "--json"])?
+        .1
+        .contains("\"accounts\":5"));
+    let (code, out) = setup.run(&["slice", "reevaluate", "first", "--apply"])?;
+    ensure!(code == 0 && out.contains("1 accounts added"), "{out}");
+    let (_, status) = setup.json(&["slice", "status", "first", "--json"])?;
+    ensure!(
+        status["accounts"] == 6 && status["states"]["pending"] == 1,
+        "{status}"
+    );
     Ok(())
 }
 
@@ -666,5 +688,31 @@ async fn an_account_migrated_now_goes_live_before_a_backfilling_slice() -> anyho
     .await?;
     ensure!(drift.iter().all(|d| d.is_clean()), "{drift:#?}");
     ensure!(run.until_state(&urgent, |s| s == "live").await? == "live");
+    Ok(())
+}
+
+/// Without `[migration]` in the sources file, a producer given the migration store enrols every
+/// account it finds, as it did before the store existed; each goes live once applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_account_is_enrolled_by_default() -> anyhow::Result<()> {
+    let run = Migration::start("all", 3, "", &[]).await?;
+    let status = run
+        .setup
+        .until_status(Duration::from_secs(60), |s| s["states"]["live"] == 3)
+        .await?;
+    ensure!(status["states"] == json!({"live": 3}), "{status}");
+    let mut rng = tandem_workload::rng(8);
+    run.seeded.legacy.seed("all-04", &mut rng).await?;
+    ensure!(run.until_state("all-04", |s| s == "live").await? == "live");
+    let mut accounts = run.seeded.accounts.clone();
+    accounts.push("all-04".into());
+    let drift = until_clean(
+        &run.seeded.sources,
+        &run.client,
+        &accounts,
+        Duration::from_secs(60),
+    )
+    .await?;
+    ensure!(drift.iter().all(|d| d.is_clean()), "{drift:#?}");
     Ok(())
 }
