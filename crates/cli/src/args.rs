@@ -10,7 +10,12 @@ use tandem_event::Framing;
 /// Tandem keeps customers' accounts on the cloud platform in step with their legacy data, over
 /// Kafka change streams.
 #[derive(Debug, Parser)]
-#[command(name = "tandem", version, propagate_version = true)]
+#[command(
+    name = "tandem",
+    version,
+    propagate_version = true,
+    after_help = crate::exit::HELP
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -69,16 +74,16 @@ pub struct WorkloadArgs {
     #[arg(long, env = "TANDEM_LEGACY_FILE", default_value = "legacy.db")]
     pub legacy: PathBuf,
     /// Accounts to seed and change.
-    #[arg(long, default_value_t = 20)]
+    #[arg(env = "TANDEM_WORKLOAD_ACCOUNTS", long, default_value_t = 20)]
     pub accounts: usize,
     /// Changes per second across all accounts.
-    #[arg(long, default_value_t = 10)]
+    #[arg(env = "TANDEM_WORKLOAD_RATE", long, default_value_t = 10)]
     pub rate: u32,
     /// Stop after this long (e.g. 5m); runs until interrupted when absent.
-    #[arg(long, value_parser = humantime::parse_duration)]
+    #[arg(env = "TANDEM_WORKLOAD_DURATION", long, value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
     /// Seed of the workload's random choices.
-    #[arg(long, default_value_t = 7)]
+    #[arg(env = "TANDEM_WORKLOAD_SEED", long, default_value_t = 7)]
     pub seed: u64,
 }
 
@@ -157,7 +162,15 @@ pub struct KafkaArgs {
     #[arg(long, env = "TANDEM_TOPIC", default_value = "tandem.changes")]
     pub topic: String,
     /// A librdkafka property passed through unchanged and applied last (repeatable).
-    #[arg(short = 'X', long = "kafka", value_name = "KEY=VALUE", value_parser = kafka_property)]
+    /// In the environment, several properties are separated by `;`.
+    #[arg(
+        short = 'X',
+        long = "kafka",
+        env = "TANDEM_KAFKA_PROPERTIES",
+        value_name = "KEY=VALUE",
+        value_delimiter = ';',
+        value_parser = kafka_property
+    )]
     pub kafka: Vec<(String, String)>,
 }
 
@@ -173,24 +186,24 @@ pub struct DemoArgs {
     #[arg(long, env = "TANDEM_DEMO_RATE", default_value_t = 100)]
     pub rate: u32,
     /// Use this Kafka instead of the in-process mock broker.
-    #[arg(long, env = "TANDEM_BROKERS")]
+    #[arg(long, env = "TANDEM_DEMO_BROKERS")]
     pub brokers: Option<String>,
     /// Store for the producer and consumer (`sqlite://…` or `postgres://…`); SQLite files in
     /// the demo directory by default.
     #[arg(long, env = "TANDEM_STORE")]
     pub store: Option<String>,
     /// Partitions of the demo topic.
-    #[arg(long, default_value_t = 4)]
+    #[arg(env = "TANDEM_DEMO_PARTITIONS", long, default_value_t = 4)]
     pub partitions: i32,
     /// Keep the demo's databases in this directory instead of a temporary one.
-    #[arg(long)]
+    #[arg(env = "TANDEM_DEMO_DIR", long)]
     pub dir: Option<PathBuf>,
     /// Seed of the workload's random choices.
-    #[arg(long, default_value_t = 7)]
+    #[arg(env = "TANDEM_DEMO_SEED", long, default_value_t = 7)]
     pub seed: u64,
     /// Accounts whose legacy data is restored from a backup during the run (backup taken a
     /// third of the way in, restored two thirds of the way in).
-    #[arg(long, default_value_t = 2)]
+    #[arg(env = "TANDEM_DEMO_RESTORES", long, default_value_t = 2)]
     pub restores: usize,
     /// End with one JSON line on stdout (progress stays on stderr).
     #[arg(long)]
@@ -213,7 +226,7 @@ pub struct ProduceArgs {
     #[arg(long, env = "TANDEM_BATCH_SIZE", default_value_t = 500)]
     pub batch_size: usize,
     /// Accounts detected at the same time.
-    #[arg(long, env = "TANDEM_CONCURRENCY", default_value_t = 8)]
+    #[arg(long, env = "TANDEM_PRODUCER_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
     /// Write Confluent-framed messages with this registered schema id instead of Avro
     /// single-object encoding.
@@ -221,7 +234,7 @@ pub struct ProduceArgs {
     pub confluent_schema_id: Option<u32>,
     /// Create the topic (and its dead-letter topic) with this many partitions if missing, and
     /// report the topic's retention either way.
-    #[arg(long)]
+    #[arg(env = "TANDEM_CREATE_TOPIC", long)]
     pub create_topic: Option<i32>,
     /// With --create-topic: replicas of each partition.
     #[arg(long, env = "TANDEM_REPLICATION_FACTOR", default_value_t = 1)]
@@ -286,7 +299,7 @@ pub struct SnapshotArgs {
     pub snapshot_id: Option<String>,
     /// When a running producer holds the account, how long to wait for it to publish the
     /// snapshot before giving up waiting (the request stays).
-    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    #[arg(env = "TANDEM_SNAPSHOT_WAIT", long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub wait: Duration,
     #[command(flatten)]
     pub produce: ProduceArgs,
@@ -341,7 +354,7 @@ pub struct LifecycleArgs {
     pub group: String,
     /// How long a cutover waits for the producer and the consumer to bring the cloud up to the
     /// freeze before it gives up (and unfreezes).
-    #[arg(long, global = true, default_value = "2m", value_parser = humantime::parse_duration)]
+    #[arg(env = "TANDEM_CUTOVER_WAIT", long, global = true, default_value = "2m", value_parser = humantime::parse_duration)]
     pub wait: Duration,
 }
 
@@ -373,9 +386,11 @@ impl MigrationStore {
 
     fn url(&self) -> anyhow::Result<&str> {
         self.url.as_deref().ok_or_else(|| {
-            anyhow::anyhow!(
+            crate::exit::Usage(
                 "this needs the migration store: --migration-store or TANDEM_MIGRATION_STORE"
+                    .into(),
             )
+            .into()
         })
     }
 }
@@ -598,7 +613,7 @@ pub struct ConsumeArgs {
     #[arg(long, env = "TANDEM_CREATE_MODE", default_value = "idempotency-key")]
     pub create_mode: tandem_consumer::CreateMode,
     /// Accounts applied at the same time; each account's events stay strictly in order.
-    #[arg(long, env = "TANDEM_CONCURRENCY", default_value_t = 32, value_parser = at_least_one)]
+    #[arg(long, env = "TANDEM_CONSUMER_CONCURRENCY", default_value_t = 32, value_parser = at_least_one)]
     pub concurrency: usize,
     /// Events read from Kafka but not yet applied, at most; at the bound, fetching pauses
     /// until some are done (memory stays bounded however far behind the consumer is).
@@ -630,26 +645,30 @@ pub struct CloudsimArgs {
     )]
     pub database: String,
     /// Fraction of requests answered 503.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(env = "TANDEM_CLOUDSIM_ERROR_RATE", long, default_value_t = 0.0)]
     pub error_rate: f64,
     /// Fraction of requests answered 429 with Retry-After.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(env = "TANDEM_CLOUDSIM_RATE_LIMIT_RATE", long, default_value_t = 0.0)]
     pub rate_limit_rate: f64,
     /// Seconds in the Retry-After header of a 429.
-    #[arg(long, default_value_t = 1)]
+    #[arg(env = "TANDEM_CLOUDSIM_RETRY_AFTER_SECS", long, default_value_t = 1)]
     pub retry_after_secs: u64,
     /// Milliseconds added to every request.
-    #[arg(long, default_value_t = 0)]
+    #[arg(env = "TANDEM_CLOUDSIM_LATENCY_MS", long, default_value_t = 0)]
     pub latency_ms: u64,
     /// Up to this many more milliseconds, at random.
-    #[arg(long, default_value_t = 0)]
+    #[arg(env = "TANDEM_CLOUDSIM_LATENCY_JITTER_MS", long, default_value_t = 0)]
     pub latency_jitter_ms: u64,
     /// Fraction of changes applied, then answered by dropping the connection.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(
+        env = "TANDEM_CLOUDSIM_DROP_AFTER_APPLY_RATE",
+        long,
+        default_value_t = 0.0
+    )]
     pub drop_after_apply_rate: f64,
     /// Accounts whose every change is rejected with 422, as failed validation would be; reads
     /// still work (repeatable).
-    #[arg(long)]
+    #[arg(env = "TANDEM_CLOUDSIM_REJECT_ACCOUNTS", long, value_delimiter = ',')]
     pub reject_account: Vec<String>,
 }
 
@@ -784,6 +803,103 @@ mod tests {
             Ok(_) => "accepted".to_owned(),
             Err(e) => e.to_string(),
         }
+    }
+
+    /// Every flag of every command, with the command it belongs to.
+    fn flags() -> Vec<(String, clap::Arg)> {
+        fn walk(command: &clap::Command, path: &str, out: &mut Vec<(String, clap::Arg)>) {
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if !arg.is_positional() && id != "help" && id != "version" {
+                    out.push((path.to_owned(), arg.clone()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), out);
+            }
+        }
+        let mut command = <Cli as clap::CommandFactory>::command();
+        command.build();
+        let mut out = Vec::new();
+        walk(&command, "tandem", &mut out);
+        out
+    }
+
+    /// Flags that say what one run does or prints — the operands and switches of a single
+    /// command, not settings of a deployment — have no variable: one left in the environment
+    /// would silently change every later run (`TANDEM_YES`, `TANDEM_REPAIR`).
+    const PER_RUN: [&str; 19] = [
+        "account",
+        "accounts",
+        "into",
+        "from",
+        "partition",
+        "query",
+        "snapshot-id",
+        "json",
+        "keys",
+        "yes",
+        "dry-run",
+        "apply",
+        "watch",
+        "once",
+        "restart",
+        "in-place",
+        "all",
+        "repair",
+        "migration",
+    ];
+
+    #[test]
+    fn every_flag_has_an_environment_variable_of_its_own() {
+        let mut missing = Vec::new();
+        let mut meanings: std::collections::BTreeMap<String, (String, String, Vec<String>)> =
+            Default::default();
+        let mut clashes = Vec::new();
+        for (path, arg) in flags() {
+            let long = arg.get_long().unwrap_or_default().to_owned();
+            // `tandem bench` is the benchmark harness, run by hand with its figures' flags.
+            let per_run = PER_RUN.contains(&long.as_str()) && arg.get_env().is_none();
+            if per_run || path.starts_with("tandem bench") {
+                continue;
+            }
+            let Some(env) = arg.get_env() else {
+                missing.push(format!("{path} --{long}"));
+                continue;
+            };
+            let env = env.to_string_lossy().into_owned();
+            let defaults: Vec<String> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy().into_owned())
+                .collect();
+            // One variable, one meaning: the same flag everywhere, with the same default
+            // where both have one (an optional flag is the same setting, not given).
+            match meanings.get(&env) {
+                Some((first, seen_long, seen_defaults))
+                    if *seen_long != long
+                        || (!defaults.is_empty()
+                            && !seen_defaults.is_empty()
+                            && *seen_defaults != defaults) =>
+                {
+                    clashes.push(format!(
+                        "{env}: {first} --{seen_long} {seen_defaults:?} and {path} --{long} {defaults:?}"
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    meanings.insert(env, (path, long, defaults));
+                }
+            }
+        }
+        missing.dedup();
+        clashes.dedup();
+        assert!(
+            missing.is_empty() && clashes.is_empty(),
+            "flags without an environment variable:\n{}\nvariables with two meanings:\n{}",
+            missing.join("\n"),
+            clashes.join("\n")
+        );
     }
 
     #[test]

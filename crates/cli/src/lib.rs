@@ -5,6 +5,7 @@ pub mod args;
 pub mod bench;
 pub mod commands;
 pub mod demo;
+pub mod exit;
 pub mod migrate;
 mod progress;
 mod signal;

@@ -22,7 +22,7 @@ async fn main() {
         Ok(code) => code,
         Err(e) => {
             eprintln!("tandem: {e:#}");
-            2
+            tandem_cli::exit::code_of(&e)
         }
     };
     std::process::exit(code);

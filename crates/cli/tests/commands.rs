@@ -405,3 +405,90 @@ async fn a_snapshot_under_way_stops_within_the_grace_period() -> anyhow::Result<
     );
     stores.drop().await
 }
+
+/// Exit codes: 2 for a mistake to fix in the call or its configuration, 3 for something the
+/// command needed that failed, 1 for drift; `--help` lists them. `demo` does not take the
+/// pipeline's `TANDEM_BROKERS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_say_what_went_wrong() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let Seeded { sources, .. } = seeded_legacy(dir.path(), "exit", 1).await?;
+    let mapping = dir.path().join("mapping.toml");
+    std::fs::write(&mapping, domain::MAPPING)?;
+    let run = |args: &[&str]| -> anyhow::Result<(Option<i32>, String)> {
+        let out = tandem()
+            .command()
+            .args(args)
+            .env("TANDEM_LOG", "error")
+            .output()?;
+        Ok((
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        ))
+    };
+    let sources = sources.display().to_string();
+    let mapping = mapping.display().to_string();
+    // Usage: a flag clap refuses, a missing sources file, a store that is not there, a command
+    // that needs the migration store.
+    let missing = dir.path().join("nowhere.toml").display().to_string();
+    let store = format!("sqlite://{}", dir.path().join("none.db").display());
+    for (args, why) in [
+        (vec!["verify", "--no-such-flag"], "unexpected argument"),
+        (
+            vec!["verify", "--sources", &missing, "--mapping", &mapping],
+            "cannot read",
+        ),
+        (
+            vec!["accounts", "status", "--store", &store],
+            "no consumer store",
+        ),
+        (vec!["status", "--migration"], "needs the migration store"),
+    ] {
+        let (code, out) = run(&args)?;
+        ensure!(
+            code == Some(2) && out.contains(why),
+            "{args:?}: {code:?} {out}"
+        );
+    }
+    // Failure: the cloud cannot be reached.
+    let (code, out) = run(&[
+        "verify",
+        "--sources",
+        &sources,
+        "--mapping",
+        &mapping,
+        "--cloud-url",
+        "http://127.0.0.1:9",
+    ])?;
+    ensure!(code == Some(3), "{code:?} {out}");
+    // Drift: the cloud is empty.
+    let cloud = Cloud::start(Default::default()).await?;
+    let (code, out) = run(&[
+        "verify",
+        "--sources",
+        &sources,
+        "--mapping",
+        &mapping,
+        "--cloud-url",
+        &cloud.url,
+    ])?;
+    ensure!(code == Some(1) && out.contains("missing"), "{code:?} {out}");
+    let (code, help) = run(&["--help"])?;
+    ensure!(
+        code == Some(0) && help.contains("Exit codes: 0 done; 1 drift"),
+        "{help}"
+    );
+    // The demo's broker has a variable of its own: a pipeline's TANDEM_BROKERS is not taken.
+    let help = tandem()
+        .command()
+        .args(["demo", "--help"])
+        .env("TANDEM_BROKERS", "kafka.example:9092")
+        .output()?;
+    let help = String::from_utf8_lossy(&help.stdout);
+    ensure!(
+        help.contains("TANDEM_DEMO_BROKERS") && !help.contains("kafka.example"),
+        "{help}"
+    );
+    Ok(())
+}

@@ -185,7 +185,11 @@ pub(super) async fn run_accounts(args: AccountsArgs) -> anyhow::Result<i32> {
                 }
             }
             // Nothing done without --yes: a script sees it did not happen.
-            Ok(if report.rolled_back { 0 } else { 3 })
+            Ok(if report.rolled_back {
+                crate::exit::OK
+            } else {
+                crate::exit::REJECTED
+            })
         }
         AccountsAction::Complete { ref accounts } => {
             let lifecycle = lifecycle(&args).await?;
