@@ -8,6 +8,7 @@ pub mod demo;
 pub mod exit;
 pub mod migrate;
 mod progress;
+mod secret;
 mod signal;
 pub mod verify;
 

@@ -26,6 +26,7 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
     let dead_letter_topic = args
         .dead_letter_topic
         .unwrap_or_else(|| format!("{}.dlq", args.kafka.topic));
+    let kafka = args.kafka.properties()?;
     let consumer = Consumer::new(
         engine,
         tandem_consumer::Options {
@@ -33,7 +34,7 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
             topic: args.kafka.topic,
             group: args.group,
             dead_letter_topic,
-            kafka: args.kafka.kafka,
+            kafka,
             concurrency: args.concurrency,
             max_in_flight: args.max_in_flight,
             lease_ttl: args.lease_ttl,

@@ -29,14 +29,15 @@ pub(super) async fn run_produce(args: ProduceArgs) -> anyhow::Result<i32> {
             (format!("{}.dlq", k.topic), dlq),
         ] {
             let report =
-                tandem_producer::ensure_topic(&k.brokers, &topic, &settings, &k.kafka).await?;
+                tandem_producer::ensure_topic(&k.brokers, &topic, &settings, &k.properties()?)
+                    .await?;
             eprintln!("{report}");
             if let Some(warning) = report.replay_warning() {
                 eprintln!("tandem: warning: {warning}; see docs/OPERATIONS.md, \"Retention\"");
             }
         }
     }
-    let producer = Producer::connect(&sources, &args.sources, args.options()).await?;
+    let producer = Producer::connect(&sources, &args.sources, args.options()?).await?;
     if args.once {
         let published = producer.cycle().await?;
         eprintln!("published {published} events");
@@ -67,7 +68,7 @@ pub(super) async fn run_produce(args: ProduceArgs) -> anyhow::Result<i32> {
 pub(super) async fn run_snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {
     let sources = Sources::load(&args.produce.sources)?;
     let producer =
-        Producer::connect(&sources, &args.produce.sources, args.produce.options()).await?;
+        Producer::connect(&sources, &args.produce.sources, args.produce.options()?).await?;
     let id = args
         .snapshot_id
         .unwrap_or_else(|| format!("{}-{}", args.account, tandem_producer::now_millis()));
@@ -130,7 +131,7 @@ pub(super) async fn run_publish(args: PublishArgs) -> anyhow::Result<i32> {
         &args.kafka.brokers,
         &args.kafka.topic,
         tandem_event::Codec::default(),
-        &args.kafka.kafka,
+        &args.kafka.properties()?,
     )
     .await?;
     let outbox = Outbox::new(store, publisher);

@@ -63,7 +63,7 @@ pub(super) async fn run_replay(args: ReplayArgs) -> anyhow::Result<i32> {
             kafka: tandem_consumer::Options {
                 brokers: args.kafka.brokers.clone(),
                 topic: args.kafka.topic.clone(),
-                kafka: args.kafka.kafka.clone(),
+                kafka: args.kafka.properties()?,
                 lease_ttl: args.lease_ttl,
                 ..Default::default()
             },
