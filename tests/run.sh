@@ -59,6 +59,8 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 export TANDEM_TEST_BROKERS=127.0.0.1:$port
+# Tests that need a broker of their own (behind a TLS proxy) start this binary.
+export TANDEM_TANSU=$tansu
 
 step "cargo fmt --check"
 cargo fmt --all --check

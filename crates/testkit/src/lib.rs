@@ -28,6 +28,7 @@ mod legacy;
 pub mod notes;
 mod process;
 mod reader;
+mod tls;
 
 pub use consumer::{drained, ConsumerSetup, TestConsumer};
 pub use events::contact;
@@ -35,3 +36,4 @@ pub use infra::{brokers, postgres_url, topic, unique, Cloud, PgDatabase};
 pub use legacy::{drift_report, seeded_legacy, until_clean, verify_all, workload, Seeded};
 pub use process::{log_to, sigterm, Running, Tandem};
 pub use reader::{read_events, read_until_quiet, Reader};
+pub use tls::TlsBroker;
