@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::ensure;
 use tandem_consumer::CloudClient;
 use tandem_testkit::{
-    seeded_legacy, unique, until_clean, Cloud, PgDatabase, Running, Seeded, Tandem, TlsBroker,
+    seeded_legacy, unique, until_clean, Cloud, PgDatabase, Running, SaslBroker, Seeded, Tandem,
+    TlsBroker,
 };
 
 fn tandem() -> Tandem {
@@ -106,5 +107,76 @@ async fn the_pipeline_and_a_replay_run_over_tls() -> anyhow::Result<()> {
         "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Ok(())
+}
+
+/// SASL: against a broker that requires SCRAM-SHA-256, the producer and consumer authenticate,
+/// the password read from the file TANDEM_KAFKA_SASL_PASSWORD_FILE names; without SASL they
+/// are refused. The password appears in no log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pipeline_authenticates_with_sasl() -> anyhow::Result<()> {
+    let broker = SaslBroker::start().await?;
+    let topic = unique("tandem-sasl").replace('_', "-");
+    let stores = PgDatabase::create().await?;
+    let cloud = Cloud::start(Default::default()).await?;
+    let dir = tempfile::tempdir()?;
+    let Seeded {
+        accounts, sources, ..
+    } = seeded_legacy(dir.path(), "sasl", 2).await?;
+    let mapping = dir.path().join("mapping.toml");
+    std::fs::write(&mapping, tandem_workload::MAPPING)?;
+    let password = broker.password.as_str();
+    let secret = dir.path().join("kafka-password");
+    std::fs::write(&secret, format!("{password}\n"))?;
+    let sasl = [
+        "--kafka-security-protocol",
+        "sasl_plaintext",
+        "--kafka-sasl-mechanism",
+        "SCRAM-SHA-256",
+        "--kafka-sasl-username",
+        &broker.username,
+    ];
+
+    let refused = tandem()
+        .produce(&sources, &broker.brokers, &topic, &stores.url)
+        .args(["--create-topic", "2", "--once"])
+        .stderr(std::process::Stdio::piped())
+        .output()?;
+    ensure!(
+        refused.status.code() == Some(3),
+        "exit {:?}: {}",
+        refused.status,
+        String::from_utf8_lossy(&refused.stderr)
+    );
+
+    let _producer = Running::spawn(
+        tandem()
+            .produce(&sources, &broker.brokers, &topic, &stores.url)
+            .args(["--create-topic", "2"])
+            .args(sasl)
+            .env("TANDEM_KAFKA_SASL_PASSWORD_FILE", &secret)
+            .env("TANDEM_LOG", "info"),
+    )?;
+    let _consumer = Running::spawn(
+        tandem()
+            .consume(
+                &mapping,
+                (&broker.brokers, &topic),
+                &stores.url,
+                &cloud.url,
+                &dir.path().join("consumer.log"),
+            )
+            .args(sasl)
+            .env("TANDEM_KAFKA_SASL_PASSWORD_FILE", &secret)
+            .env("TANDEM_LOG", "info"),
+    )?;
+    let client = CloudClient::new(&cloud.url, Duration::from_secs(10), 8);
+    let drift = until_clean(&sources, &client, &accounts, Duration::from_secs(90)).await?;
+    ensure!(drift.iter().all(|d| d.is_clean()), "{drift:#?}");
+    for log in ["producer.log", "consumer.log"] {
+        let text = std::fs::read_to_string(dir.path().join(log)).unwrap_or_default();
+        ensure!(!text.is_empty(), "{log} is empty");
+        ensure!(!text.contains(password), "{log} shows the password");
+    }
     Ok(())
 }

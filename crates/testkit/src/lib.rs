@@ -36,4 +36,4 @@ pub use infra::{brokers, postgres_url, topic, unique, Cloud, PgDatabase};
 pub use legacy::{drift_report, seeded_legacy, until_clean, verify_all, workload, Seeded};
 pub use process::{log_to, sigterm, Running, Tandem};
 pub use reader::{read_events, read_until_quiet, Reader};
-pub use tls::TlsBroker;
+pub use tls::{SaslBroker, TlsBroker};

@@ -1,6 +1,11 @@
-//! A Kafka-protocol broker reached over TLS: a Tansu of its own, advertising the address of a
-//! TLS-terminating proxy in front of it, with a certificate authority made for the test. The
-//! proxy stands where a managed Kafka's TLS listener would.
+//! Brokers of a test's own, as managed Kafka services run them:
+//!
+//! - [`TlsBroker`]: reached over TLS only — a Tansu advertising the address of a
+//!   TLS-terminating proxy in front of it, with a certificate authority made for the test;
+//! - [`SaslBroker`]: a Tansu that requires SASL/SCRAM-SHA-256 authentication
+//!   (`--authentication`), with one user. Tansu 0.6 offers no PLAIN, and creates users only
+//!   while authentication is off, so the user is created first, on SQLite storage, and the
+//!   broker started again on it with authentication on.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,12 +31,8 @@ pub struct TlsBroker {
 }
 
 impl TlsBroker {
-    /// Starts Tansu (the binary `TANDEM_TANSU` names, as tests/run.sh sets it) behind a TLS
-    /// proxy on loopback ports.
+    /// Starts Tansu behind a TLS proxy on loopback ports.
     pub async fn start() -> anyhow::Result<TlsBroker> {
-        let tansu = std::env::var("TANDEM_TANSU").context(
-            "TANDEM_TANSU is not set: run the tests through tests/run.sh, which installs Tansu",
-        )?;
         let dir = tempfile::tempdir()?;
         let (ca_pem, chain, key) = certificates()?;
         let ca_file = dir.path().join("ca.pem");
@@ -49,20 +50,7 @@ impl TlsBroker {
             let free = std::net::TcpListener::bind("127.0.0.1:0")?;
             free.local_addr()?
         };
-        let broker = Command::new(tansu)
-            .args(["broker", "--listener-url", &format!("tcp://{upstream}")])
-            .args(["--advertised-listener-url", &format!("tcp://{proxy_addr}")])
-            .args(["--storage-engine", "memory://tls/"])
-            .stdout(Stdio::null())
-            .stderr(crate::log_to(&dir.path().join("tansu.log")))
-            .spawn()
-            .context("cannot start Tansu")?;
-        for _ in 0..100 {
-            if TcpStream::connect(upstream).await.is_ok() {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
+        let broker = tansu(&dir, upstream, proxy_addr, &[])?;
         let proxy = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let acceptor = acceptor.clone();
@@ -85,6 +73,99 @@ impl TlsBroker {
             _dir: dir,
         })
     }
+}
+
+/// A broker that requires SASL/SCRAM-SHA-256 before anything else, knowing one user.
+#[derive(Debug)]
+pub struct SaslBroker {
+    pub brokers: String,
+    pub username: String,
+    pub password: String,
+    broker: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl SaslBroker {
+    pub async fn start() -> anyhow::Result<SaslBroker> {
+        let dir = tempfile::tempdir()?;
+        let addr: SocketAddr = {
+            let free = std::net::TcpListener::bind("127.0.0.1:0")?;
+            free.local_addr()?
+        };
+        let storage = ["--storage-engine", "sqlite://tansu.db"];
+        let (username, password) = ("tandem".to_owned(), crate::unique("pw"));
+        let mut open = tansu(&dir, addr, addr, &storage)?;
+        let created = Command::new(tansu_binary()?)
+            .args(["user", "create", "--broker", &format!("tcp://{addr}")])
+            .args(["--mechanism", "scram256", &username, &password])
+            .stdout(Stdio::null())
+            .stderr(crate::log_to(&dir.path().join("tansu-user.log")))
+            .status()
+            .context("cannot run tansu user create")?;
+        let _ = open.kill();
+        let _ = open.wait();
+        anyhow::ensure!(created.success(), "tansu user create failed: {created}");
+        let broker = tansu(
+            &dir,
+            addr,
+            addr,
+            &[&storage[..], &["--authentication"]].concat(),
+        )?;
+        Ok(SaslBroker {
+            brokers: addr.to_string(),
+            username,
+            password,
+            broker,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for SaslBroker {
+    fn drop(&mut self) {
+        let _ = self.broker.kill();
+        let _ = self.broker.wait();
+    }
+}
+
+/// The Tansu binary tests/run.sh installed (`TANDEM_TANSU`).
+fn tansu_binary() -> anyhow::Result<String> {
+    std::env::var("TANDEM_TANSU").context(
+        "TANDEM_TANSU is not set: run the tests through tests/run.sh, which installs Tansu",
+    )
+}
+
+/// Starts Tansu (the binary `TANDEM_TANSU` names, as tests/run.sh sets it) on `listen`,
+/// advertising `advertised`, and waits until it accepts connections.
+fn tansu(
+    dir: &tempfile::TempDir,
+    listen: SocketAddr,
+    advertised: SocketAddr,
+    extra: &[&str],
+) -> anyhow::Result<Child> {
+    let memory = ["--storage-engine", "memory://test/"];
+    let storage = if extra.contains(&"--storage-engine") {
+        &[][..]
+    } else {
+        &memory[..]
+    };
+    let child = Command::new(tansu_binary()?)
+        .current_dir(dir.path())
+        .args(["broker", "--listener-url", &format!("tcp://{listen}")])
+        .args(["--advertised-listener-url", &format!("tcp://{advertised}")])
+        .args(storage)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(crate::log_to(&dir.path().join("tansu.log")))
+        .spawn()
+        .context("cannot start Tansu")?;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(listen).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Ok(child)
 }
 
 impl Drop for TlsBroker {
