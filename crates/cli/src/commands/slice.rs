@@ -252,13 +252,20 @@ impl SliceStatus {
         consumer: Option<&tandem_consumer::Store>,
     ) -> anyhow::Result<Self> {
         let verifies = migration.verifies().await?;
+        // One read of every account, not one per member: `--watch` reads it every second.
+        let known: std::collections::HashMap<String, tandem_migration::Account> = migration
+            .accounts()
+            .await?
+            .into_iter()
+            .map(|a| (a.account.clone(), a))
+            .collect();
         let mut states = BTreeMap::new();
         let mut members = Vec::with_capacity(slice.members.len());
         let mut drift = Drift::default();
         let mut verified = 0;
         for account in &slice.members {
-            let known = migration.account(account).await?;
-            if let Some(known) = &known {
+            let known = known.get(account);
+            if let Some(known) = known {
                 *states.entry(known.state).or_insert(0) += 1;
             }
             let last = verifies.get(account).map(|(_, d)| *d);
@@ -270,8 +277,8 @@ impl SliceStatus {
             }
             members.push(Member {
                 account: account.clone(),
-                state: known.as_ref().map(|k| k.state),
-                since: known.as_ref().map(|k| k.since),
+                state: known.map(|k| k.state),
+                since: known.map(|k| k.since),
                 drift: last,
             });
         }

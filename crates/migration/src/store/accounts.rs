@@ -1,4 +1,5 @@
-//! Each account's state and its history. A change of state and its history entry are written
+//! Each account's state and its history (a cutover's own bookkeeping is in
+//! [`super::cutover`]). A change of state and its history entry are written
 //! in one transaction, and only from the state the caller saw: two operators (or an operator
 //! and the consumer) cannot both move an account from the same state.
 
@@ -35,20 +36,6 @@ pub struct HistoryEntry {
     pub to: State,
     pub actor: String,
     pub reason: String,
-}
-
-/// What the last verify of an account found.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct Drift {
-    pub missing: i64,
-    pub extra: i64,
-    pub different: i64,
-}
-
-impl Drift {
-    pub fn is_zero(&self) -> bool {
-        self.missing == 0 && self.extra == 0 && self.different == 0
-    }
 }
 
 type AccountRow = (String, String, i64, Option<i64>, Option<i64>, i64);
@@ -376,101 +363,6 @@ impl Store {
         .await?;
         Ok(rows.into_iter().map(|(d,)| d).collect())
     }
-
-    /// A cutover asks the producer for a snapshot of the account taken now (after the
-    /// freeze), and waits until the consumer applied it ([`Store::drained`]). Returns the
-    /// snapshot's id.
-    pub async fn request_drain(&self, account: &str) -> Result<String> {
-        let id = format!("cutover-{account}-{}", now_millis());
-        sqlx::query("UPDATE migration_accounts SET drain_snapshot = $1 WHERE account = $2")
-            .bind(&id)
-            .bind(account)
-            .execute(&self.pool)
-            .await?;
-        Ok(id)
-    }
-
-    /// Snapshots asked for by cutovers that the producer has not asked itself for yet:
-    /// (account, snapshot id).
-    pub async fn drain_requests(&self) -> Result<Vec<(String, String)>> {
-        Ok(sqlx::query_as(
-            "SELECT account, drain_snapshot FROM migration_accounts \
-             WHERE drain_snapshot IS NOT NULL \
-             AND (drain_filed IS NULL OR drain_filed <> drain_snapshot)",
-        )
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    /// The producer has asked itself for the cutover's snapshot.
-    pub async fn drain_filed(&self, account: &str, snapshot_id: &str) -> Result<()> {
-        sqlx::query("UPDATE migration_accounts SET drain_filed = $1 WHERE account = $2")
-            .bind(snapshot_id)
-            .bind(account)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Whether the consumer has applied the snapshot in full.
-    pub async fn drained(&self, account: &str, snapshot_id: &str) -> Result<bool> {
-        let row: Option<(Option<String>,)> =
-            sqlx::query_as("SELECT applied_snapshot FROM migration_accounts WHERE account = $1")
-                .bind(account)
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(matches!(row, Some((Some(id),)) if id == snapshot_id))
-    }
-
-    pub async fn set_frozen(&self, account: &str, frozen: bool) -> Result<()> {
-        sqlx::query("UPDATE migration_accounts SET frozen = $1 WHERE account = $2")
-            .bind(i64::from(frozen))
-            .bind(account)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    /// Keeps what a verify of the account found, for the slice's status.
-    pub async fn record_verify(&self, account: &str, drift: Drift) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO migration_verifies (account, at, missing, extra, different) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account) DO UPDATE SET at = excluded.at, \
-             missing = excluded.missing, extra = excluded.extra, different = excluded.different",
-        )
-        .bind(account)
-        .bind(now_millis())
-        .bind(drift.missing)
-        .bind(drift.extra)
-        .bind(drift.different)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// What the last verify of each account found: account → (when, drift).
-    pub async fn verifies(&self) -> Result<HashMap<String, (i64, Drift)>> {
-        let rows: Vec<(String, i64, i64, i64, i64)> =
-            sqlx::query_as("SELECT account, at, missing, extra, different FROM migration_verifies")
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(account, at, missing, extra, different)| {
-                (
-                    account,
-                    (
-                        at,
-                        Drift {
-                            missing,
-                            extra,
-                            different,
-                        },
-                    ),
-                )
-            })
-            .collect())
-    }
 }
 
 #[cfg(test)]
@@ -565,24 +457,6 @@ mod tests {
         assert_eq!(b.state, State::Syncing);
         assert!(b.urgent_at.is_some());
         assert_eq!(store.urgent().await?, ["b"]);
-        Ok(())
-    }
-
-    #[tokio::test]
-    async fn a_drain_waits_for_its_own_snapshot() -> Result<()> {
-        let (_dir, store) = store().await;
-        store.census(&[("a".into(), State::Live)], "p").await?;
-        let id = store.request_drain("a").await?;
-        assert_eq!(
-            store.drain_requests().await?,
-            [("a".to_owned(), id.clone())]
-        );
-        store.drain_filed("a", &id).await?;
-        assert!(store.drain_requests().await?.is_empty());
-        store.snapshot_applied("a", "an-older-one").await?;
-        assert!(!store.drained("a", &id).await?);
-        store.snapshot_applied("a", &id).await?;
-        assert!(store.drained("a", &id).await?);
         Ok(())
     }
 }

@@ -1,8 +1,8 @@
 //! The migration store (SQLite or PostgreSQL, chosen by URL), one file per part:
 //!
 //! - this file: opening it, the settings row and the census of accounts;
-//! - [`accounts`]: each account's state, its changes with their history, migrate-now, the
-//!   producer's drain before a cutover, the freeze flag and the last verify;
+//! - [`accounts`]: each account's state, its changes with their history, migrate-now;
+//! - [`cutover`]: the snapshot a cutover waits for, the freeze flag and the last verify;
 //! - [`slices`]: named slices and their members.
 
 use sqlx::AnyPool;
@@ -11,9 +11,11 @@ use tandem_event::now_millis;
 use crate::{Enroll, Error, NewAccounts, Policy, Result, State};
 
 mod accounts;
+mod cutover;
 mod slices;
 
-pub use accounts::{Account, Drift, HistoryEntry};
+pub use accounts::{Account, HistoryEntry};
+pub use cutover::Drift;
 pub use slices::Slice;
 
 #[derive(Debug, Clone)]
