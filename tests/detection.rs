@@ -120,7 +120,8 @@ async fn detections_handed_in_over_http_with_bad_lines_mixed_in() -> anyhow::Res
         r#"{"kind":"CREATED","entity_type":"contacts","entity_id":"1","version":9,"data":{"name":"Ada"}}"#,
     ]
     .join("\n");
-    let response = reqwest::Client::new()
+    let response = tandem_consumer::http_client()
+        .build()?
         .post(format!("http://{addr}/v1/accounts/{A}/detections"))
         .body(body)
         .send()

@@ -58,7 +58,8 @@ async fn a_permanently_failing_account_is_parked_and_resumed() -> anyhow::Result
     );
 
     // The cause is fixed; the operator resumes the account.
-    reqwest::Client::new()
+    tandem_consumer::http_client()
+        .build()?
         .put(format!("{}/admin/faults", cloud.url))
         .json(&serde_json::json!({}))
         .send()

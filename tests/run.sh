@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Tandem's whole test suite: formatting, lints and every test, against a real Kafka-protocol
 # broker (Tansu) and the local PostgreSQL. Installs Tansu on first use into a cache that
-# survives between runs, starts and stops its own broker, and cleans up even when tests fail.
+# survives between runs, starts and stops its own broker and its own TLS-only PostgreSQL
+# (tests/pg-tls.sh), and cleans up even when tests fail.
 #
-#   TANDEM_CACHE   where Tansu is installed (default ~/.cache/tandem)
+#   TANDEM_CACHE   where Tansu and the deployment validators live (default ~/.cache/tandem)
 #   TANDEM_TEST_PG PostgreSQL server URL (default postgres://postgres@127.0.0.1:5432)
+#
+# Set by this script for the tests:
+#   TANDEM_TEST_BROKERS         the Tansu broker (127.0.0.1:PORT)
+#   TANDEM_TANSU                the Tansu binary, for tests that start a broker of their own
+#   TANDEM_TEST_PG_TLS          the TLS-only PostgreSQL's URL (postgres://postgres@localhost:PORT)
+#   TANDEM_TEST_PG_TLS_CA       the CA file to verify it with (sslmode=verify-full)
+#   TANDEM_TEST_PG_TLS_PASSWORD the password of its role `tandem`
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -16,6 +24,11 @@ tansu=$cache/tansu/bin/tansu
 export TANDEM_TEST_PG=${TANDEM_TEST_PG:-postgres://postgres@127.0.0.1:5432}
 
 step() { printf '\n==> %s\n' "$*"; }
+# shellcheck source=tests/pg-tls.sh
+source "$root/tests/pg-tls.sh"
+
+step "deployment files: Kubernetes manifests and docker-compose.yml against their schemas"
+bash "$root/tests/validate-deploy.sh"
 
 if ! { [ -x "$tansu" ] && "$tansu" --version 2>/dev/null | grep -q "$tansu_version"; }; then
   step "installing the Tansu broker $tansu_version into $cache/tansu (first run only, 7-17 minutes)"
@@ -30,6 +43,8 @@ cleanup() {
     kill "$broker_pid" 2>/dev/null || true
     wait "$broker_pid" 2>/dev/null || true
   fi
+  # The TLS PostgreSQL and its directory (certificates, data, socket).
+  pg_tls_stop
   # Databases a failed test did not get to drop.
   if command -v psql >/dev/null; then
     for db in $(psql "$TANDEM_TEST_PG/postgres" -Atc \
@@ -61,6 +76,9 @@ done
 export TANDEM_TEST_BROKERS=127.0.0.1:$port
 # Tests that need a broker of their own (behind a TLS proxy) start this binary.
 export TANDEM_TANSU=$tansu
+
+step "starting a TLS-only PostgreSQL (throwaway CA, certificate for localhost and 127.0.0.1)"
+pg_tls_start
 
 step "cargo fmt --check"
 cargo fmt --all --check

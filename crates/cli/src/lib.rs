@@ -8,7 +8,7 @@ pub mod demo;
 pub mod exit;
 pub mod migrate;
 mod progress;
-mod secret;
+pub mod secret;
 mod signal;
 pub mod verify;
 

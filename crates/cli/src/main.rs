@@ -1,11 +1,16 @@
 //! The `tandem` binary: parse arguments, set up logging, run, map errors to exit codes.
 
 use clap::Parser;
+use tandem_cli::secret;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let cli = tandem_cli::args::Cli::parse();
+    // Before any thread starts: this may set PGPASSWORD from PGPASSWORD_FILE.
+    if let Err(e) = secret::export_database_password() {
+        eprintln!("tandem: {}", secret::scrub(&format!("{e:#}")));
+        std::process::exit(tandem_cli::exit::code_of(&e));
+    }
     let default_level = match cli.command {
         tandem_cli::args::Command::Demo(_) | tandem_cli::args::Command::Verify(_) => "warn",
         _ => "info",
@@ -16,14 +21,25 @@ async fn main() {
             // migration check) say nothing an operator needs.
             EnvFilter::new(format!("{default_level},sqlx::postgres::notice=warn"))
         }))
-        .with_writer(std::io::stderr)
+        .with_writer(secret::ScrubbedStderr)
         .init();
-    let code = match tandem_cli::commands::run(cli).await {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tandem: cannot start the async runtime: {e}");
+            std::process::exit(tandem_cli::exit::FAILURE);
+        }
+    };
+    let code = match runtime.block_on(tandem_cli::commands::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("tandem: {e:#}");
+            eprintln!("tandem: {}", secret::scrub(&format!("{e:#}")));
             tandem_cli::exit::code_of(&e)
         }
     };
+    drop(runtime);
     std::process::exit(code);
 }

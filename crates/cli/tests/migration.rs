@@ -92,7 +92,10 @@ impl Setup {
 }
 
 async fn route(router: &str, account: &str) -> anyhow::Result<Value> {
-    Ok(reqwest::get(format!("{router}/v1/route/{account}"))
+    Ok(tandem_consumer::http_client()
+        .build()?
+        .get(format!("{router}/v1/route/{account}"))
+        .send()
         .await?
         .error_for_status()?
         .json()
@@ -608,7 +611,8 @@ async fn an_account_migrated_now_goes_live_before_a_backfilling_slice() -> anyho
             s["states"]["live"].as_u64() >= Some(1)
         })
         .await?;
-    let answer: Value = reqwest::Client::new()
+    let answer: Value = tandem_consumer::http_client()
+        .build()?
         .post(format!("{}/v1/accounts/{urgent}/migrate-now", run.router))
         .send()
         .await?

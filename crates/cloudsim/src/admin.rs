@@ -1,4 +1,5 @@
-//! Routes outside the simulated platform: the audit log, fault settings and health. Faults
+//! Routes outside the simulated platform: the audit log (routed with `/v1`, behind the same
+//! credentials), fault settings, tokens and health. Faults
 //! never apply here, so tests can always inspect and repair the server.
 
 use axum::body::Bytes;
@@ -6,13 +7,14 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::Path;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::info;
 
 use crate::api_error::ApiError;
+use crate::auth;
 use crate::faults::Faults;
 use crate::state::AppState;
 
@@ -21,23 +23,25 @@ const MAX_AUDIT_PAGE: u32 = 100_000;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
-        .route("/admin/audit", get(audit))
         .route("/admin/faults", get(get_faults).put(put_faults))
         .route(
             "/admin/corrupt/{account}/{collection}/{id}",
             put(corrupt_body).delete(corrupt_delete),
         )
+        .route("/admin/tokens", get(auth::counts))
+        .route("/admin/tokens/revoke", post(auth::revoke))
+        .route("/oauth/token", post(auth::token))
         .route("/health", get(health))
 }
 
 #[derive(Debug, Deserialize)]
-struct AuditParams {
+pub(crate) struct AuditParams {
     account: Option<String>,
     after: Option<i64>,
     limit: Option<u32>,
 }
 
-async fn audit(
+pub(crate) async fn audit(
     State(state): State<AppState>,
     params: Result<Query<AuditParams>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {

@@ -13,6 +13,7 @@ use tracing::debug;
 
 use crate::admin;
 use crate::api_error::{error_response, ApiError, ApiResult};
+use crate::auth;
 use crate::faults;
 use crate::state::AppState;
 use crate::store::CreateOutcome;
@@ -34,6 +35,11 @@ pub(crate) fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(
             state.faults.clone(),
             faults::inject,
+        ))
+        .route("/admin/audit", get(admin::audit))
+        .route_layer(middleware::from_fn_with_state(
+            state.tokens.clone(),
+            auth::require,
         ));
     Router::new()
         .merge(v1)

@@ -36,6 +36,8 @@ pub enum Error {
     Serve(#[source] io::Error),
     #[error("database query failed: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("corrupt {what} in the database: {reason}")]
     CorruptRecord { what: String, reason: String },
 }

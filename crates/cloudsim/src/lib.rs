@@ -20,18 +20,23 @@
 //!
 //! HTTP API: `POST|GET /v1/accounts/{account}/{collection}`,
 //! `GET|PUT|DELETE /v1/accounts/{account}/{collection}/{id}`, `GET /admin/audit`,
-//! `GET|PUT /admin/faults`, `GET /health`.
+//! `GET|PUT /admin/faults`, `GET /health`; with credentials required, `POST /oauth/token`,
+//! `GET /admin/tokens` and `POST /admin/tokens/revoke`. HTTPS with a certificate it generates
+//! or one from files.
 
 mod admin;
 mod api;
 mod api_error;
+mod auth;
 mod error;
 mod faults;
 mod options;
 mod server;
 mod state;
 mod store;
+pub mod tls;
 
+pub use auth::AuthOptions;
 pub use error::{Error, Result};
 pub use faults::Faults;
 pub use options::Options;

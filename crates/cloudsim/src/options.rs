@@ -1,6 +1,8 @@
 //! How to run the simulator.
 
+use crate::auth::AuthOptions;
 use crate::faults::Faults;
+use crate::tls::TlsSource;
 
 /// How to run the simulator.
 #[derive(Debug, Clone)]
@@ -9,6 +11,10 @@ pub struct Options {
     pub database_url: String,
     /// Faults in force at start-up.
     pub faults: Faults,
+    /// Serve HTTPS with this certificate; plain HTTP without.
+    pub tls: Option<TlsSource>,
+    /// Require credentials on `/v1` and the audit log; open without.
+    pub auth: Option<AuthOptions>,
 }
 
 impl Default for Options {
@@ -16,6 +22,8 @@ impl Default for Options {
         Options {
             database_url: "sqlite::memory:".to_owned(),
             faults: Faults::default(),
+            tls: None,
+            auth: None,
         }
     }
 }

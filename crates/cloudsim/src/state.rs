@@ -2,6 +2,7 @@
 //! the admin routes and the server all need it, and none of them should depend on another
 //! just to reach it.
 
+use crate::auth::SharedTokens;
 use crate::faults::SharedFaults;
 use crate::store::Store;
 
@@ -9,4 +10,6 @@ use crate::store::Store;
 pub(crate) struct AppState {
     pub(crate) store: Store,
     pub(crate) faults: SharedFaults,
+    /// Issued tokens, when the simulator requires credentials.
+    pub(crate) tokens: Option<SharedTokens>,
 }

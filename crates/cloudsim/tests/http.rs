@@ -22,6 +22,7 @@ impl Server {
         let base = sim.base_url();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(sim.serve(shutdown.clone()));
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = Client::builder().timeout(Duration::from_secs(10)).build()?;
         Ok(Server {
             base,

@@ -1,13 +1,16 @@
 //! The REST client for the cloud API: creates with an `Idempotency-Key`, updates, deletes that
 //! tolerate 404, listing, and retries of transient failures with exponential backoff and jitter.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value as Json};
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
+
+use crate::access::{http_client, AccessError, CloudAccess, Credentials};
 
 /// Why an API call failed, sorted by what the caller should do about it.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -30,6 +33,10 @@ pub enum ApiError {
     /// A request URL could not be built from the account, collection or lookup value.
     #[error("cannot build a request URL: {message}")]
     Url { message: String },
+    /// The API refused the credentials, or none could be taken from the token endpoint.
+    /// Retried: a token is taken again, and credentials can be fixed without losing events.
+    #[error("unauthorized: {message}")]
+    Unauthorized { message: String },
     /// Not sent: the call's fence was closed (the consumer gave up the account's partition, or
     /// its lease on the account ran out).
     #[error("not sent: this worker no longer holds the account")]
@@ -38,7 +45,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn is_transient(&self) -> bool {
-        matches!(self, ApiError::Transient { .. })
+        matches!(
+            self,
+            ApiError::Transient { .. } | ApiError::Unauthorized { .. }
+        )
     }
 }
 
@@ -60,6 +70,7 @@ pub struct AuditEntry {
 #[derive(Debug, Clone)]
 pub struct CloudClient {
     http: reqwest::Client,
+    credentials: Arc<Credentials>,
     base: String,
     retry: ExponentialBuilder,
     timeout: Duration,
@@ -88,14 +99,38 @@ impl Fence {
 
 impl CloudClient {
     /// `base` is the API root, e.g. `http://127.0.0.1:8080`; `attempts` caps tries per call.
+    /// The system's certificate authorities, no credentials.
     pub fn new(base: &str, timeout: Duration, attempts: usize) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .pool_max_idle_per_host(64)
-            .build()
-            .unwrap_or_default();
+        let http = Self::builder(timeout).build().unwrap_or_default();
+        Self::with_http(base, http, Credentials::default(), timeout, attempts)
+    }
+
+    /// A client reaching the API at `base` as `access` says: TLS settings and credentials.
+    pub fn connect(
+        base: &str,
+        access: &CloudAccess,
+        timeout: Duration,
+        attempts: usize,
+    ) -> Result<Self, AccessError> {
+        let http = access.client(Self::builder(timeout))?;
+        let credentials = Credentials::new(&access.auth, &http)?;
+        Ok(Self::with_http(base, http, credentials, timeout, attempts))
+    }
+
+    fn builder(timeout: Duration) -> reqwest::ClientBuilder {
+        http_client().timeout(timeout).pool_max_idle_per_host(64)
+    }
+
+    fn with_http(
+        base: &str,
+        http: reqwest::Client,
+        credentials: Credentials,
+        timeout: Duration,
+        attempts: usize,
+    ) -> Self {
         CloudClient {
             http,
+            credentials: Arc::new(credentials),
             base: base.trim_end_matches('/').to_owned(),
             retry: ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(20))
@@ -118,6 +153,12 @@ impl CloudClient {
 
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// Takes an access token now, where the credentials need one: a wrong client secret or
+    /// token URL is found at start-up rather than at the first change.
+    pub async fn check_credentials(&self) -> Result<(), ApiError> {
+        self.credentials.header().await.map(drop)
     }
 
     fn url(&self, account: &str, collection: &str, id: Option<&str>) -> String {
@@ -152,7 +193,11 @@ impl CloudClient {
             if self.fence.as_ref().is_some_and(Fence::is_closed) {
                 return Err(ApiError::Fenced);
             }
+            let credential = self.credentials.header().await?;
             let mut request = self.http.request(method.clone(), url);
+            if let Some((name, value)) = &credential {
+                request = request.header(name, value);
+            }
             if let Some(by) = self.fence.as_ref().and_then(|f| f.answers_by) {
                 let left = by.saturating_duration_since(std::time::Instant::now());
                 request = request.timeout(left.min(self.timeout));
@@ -185,6 +230,16 @@ impl CloudClient {
                     })?
                 }),
                 StatusCode::NOT_FOUND => Err(ApiError::NotFound),
+                StatusCode::UNAUTHORIZED => {
+                    let used = credential.as_ref().map(|(_, value)| value);
+                    let again = self.credentials.refused(used).await;
+                    if !again {
+                        warn!(%url, "the cloud API refused the credentials; check the token");
+                    }
+                    Err(ApiError::Unauthorized {
+                        message: format!("{status}: {text}"),
+                    })
+                }
                 StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {
                     Err(ApiError::Transient {
                         message: format!("{status}: {text}"),

@@ -98,7 +98,7 @@ impl Error {
     pub fn disposition(&self) -> Disposition {
         match self {
             Error::Api { source, .. } => match source {
-                ApiError::Transient { .. } => Disposition::Retry,
+                ApiError::Transient { .. } | ApiError::Unauthorized { .. } => Disposition::Retry,
                 ApiError::Fenced => Disposition::Fenced,
                 ApiError::Rejected { .. }
                 | ApiError::NotFound

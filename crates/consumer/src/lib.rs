@@ -19,6 +19,7 @@
 //! store transaction. A crash in between re-applies the event, and the cloud answers the repeated
 //! create with the resource it already made.
 
+mod access;
 mod apply;
 mod client;
 mod error;
@@ -31,6 +32,7 @@ mod stats;
 mod store;
 pub mod verify;
 
+pub use access::{http_client, AccessError, CloudAccess, CloudAuth};
 pub use apply::{idempotency_key, CreateMode, Engine, Outcome};
 pub use client::{ApiError, AuditEntry, CloudClient, Fence};
 pub use error::{Disposition, Error, Result};

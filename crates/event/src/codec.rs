@@ -1,6 +1,8 @@
 //! Message framing: Avro single-object encoding (default) or the Confluent wire format.
 
 use apache_avro::rabin::Rabin;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
 
 use crate::{avro, ChangeEvent, Error, Result};
@@ -87,7 +89,9 @@ impl Codec {
     }
 
     fn encode_value(&self, value: apache_avro::types::Value, known: &Known) -> Result<Vec<u8>> {
-        let body = apache_avro::to_avro_datum(&known.schema, value)
+        let body = GenericDatumWriter::builder(&known.schema)
+            .build()
+            .and_then(|writer| writer.write_value_to_vec(value))
             .map_err(|e| Error::Encode(e.to_string()))?;
         let mut out = Vec::with_capacity(body.len() + 10);
         match self.framing {
@@ -156,7 +160,10 @@ impl Codec {
                 })
             }
         };
-        let value = apache_avro::from_avro_datum(&writer.schema, &mut body, Some(self.schema()))
+        let value = GenericDatumReader::builder(&writer.schema)
+            .reader_schema(self.schema())
+            .build()
+            .and_then(|reader| reader.read_value(&mut body))
             .map_err(|e| Error::Body(e.to_string()))?;
         if !body.is_empty() {
             return Err(Error::Body(format!(

@@ -83,6 +83,8 @@ impl PgDatabase {
 #[derive(Debug)]
 pub struct Cloud {
     pub url: String,
+    /// Over HTTPS with a generated certificate: the file of the authority that signed it.
+    pub ca_file: Option<std::path::PathBuf>,
     stop: CancellationToken,
     faults: std::sync::Arc<tokio::sync::RwLock<tandem_cloudsim::Faults>>,
     task: tokio::task::JoinHandle<Result<(), tandem_cloudsim::Error>>,
@@ -91,18 +93,36 @@ pub struct Cloud {
 
 impl Cloud {
     pub async fn start(faults: tandem_cloudsim::Faults) -> anyhow::Result<Self> {
+        Self::start_with(tandem_cloudsim::Options {
+            faults,
+            ..Default::default()
+        })
+        .await
+    }
+
+    /// cloudsim with `options`, its database replaced by one in a temporary directory.
+    pub async fn start_with(options: tandem_cloudsim::Options) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let options = tandem_cloudsim::Options {
             database_url: format!("sqlite://{}", dir.path().join("cloud.db").display()),
-            faults,
+            ..options
         };
         let server = tandem_cloudsim::CloudSim::bind("127.0.0.1:0".parse()?, options).await?;
         let url = server.base_url();
+        let ca_file = match server.ca_pem() {
+            Some(pem) => {
+                let path = dir.path().join("cloud-ca.pem");
+                std::fs::write(&path, pem)?;
+                Some(path)
+            }
+            None => None,
+        };
         let faults = server.faults();
         let stop = CancellationToken::new();
         let task = tokio::spawn(server.serve(stop.clone()));
         Ok(Cloud {
             url,
+            ca_file,
             stop,
             faults,
             task,
@@ -118,7 +138,7 @@ impl Cloud {
         doc: Option<&serde_json::Value>,
     ) -> anyhow::Result<()> {
         let url = format!("{}/admin/corrupt/{account}/{collection}/{id}", self.url);
-        let client = reqwest::Client::new();
+        let client = tandem_consumer::http_client().build()?;
         let request = match doc {
             Some(doc) => client.put(url).json(doc),
             None => client.delete(url),

@@ -13,8 +13,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
@@ -34,15 +32,11 @@ impl TlsBroker {
     /// Starts Tansu behind a TLS proxy on loopback ports.
     pub async fn start() -> anyhow::Result<TlsBroker> {
         let dir = tempfile::tempdir()?;
-        let (ca_pem, chain, key) = certificates()?;
+        let names = ["127.0.0.1".to_owned(), "localhost".to_owned()];
+        let certificates = tandem_cloudsim::tls::generate(&names)?;
         let ca_file = dir.path().join("ca.pem");
-        std::fs::write(&ca_file, ca_pem)?;
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        std::fs::write(&ca_file, &certificates.ca_pem)?;
+        let config = tandem_cloudsim::tls::server_config(certificates.chain, certificates.key)?;
         let acceptor = TlsAcceptor::from(Arc::new(config));
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let proxy_addr = listener.local_addr()?;
@@ -174,27 +168,4 @@ impl Drop for TlsBroker {
         let _ = self.broker.kill();
         let _ = self.broker.wait();
     }
-}
-
-/// A certificate authority (PEM) and a certificate it signed for 127.0.0.1 and localhost,
-/// with its key.
-type Certificates = (String, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
-
-fn certificates() -> anyhow::Result<Certificates> {
-    let ca_key = KeyPair::generate()?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "Tandem test CA");
-    let ca = ca_params.self_signed(&ca_key)?;
-    let key = KeyPair::generate()?;
-    let mut params = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "127.0.0.1");
-    let cert = params.signed_by(&key, &ca, &ca_key)?;
-    let chain = vec![cert.der().clone(), ca.der().clone()];
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    Ok((ca.pem(), chain, key))
 }

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::Args;
 
 /// The producer's checkpoint store.
@@ -12,6 +13,7 @@ pub struct ProducerStore {
     /// directory) or `postgres://…`.
     #[arg(
         long = "store",
+        hide_env_values = true,
         env = "TANDEM_PRODUCER_STORE",
         default_value = "sqlite://tandem-producer.db"
     )]
@@ -25,6 +27,7 @@ pub struct ConsumerStore {
     /// `postgres://…`.
     #[arg(
         long = "store",
+        hide_env_values = true,
         global = true,
         env = "TANDEM_CONSUMER_STORE",
         default_value = "sqlite://tandem-consumer.db"
@@ -46,6 +49,7 @@ pub struct KafkaArgs {
         short = 'X',
         long = "kafka",
         env = "TANDEM_KAFKA_PROPERTIES",
+        hide_env_values = true,
         value_name = "KEY=VALUE",
         value_delimiter = ';',
         value_parser = kafka_property
@@ -108,6 +112,7 @@ impl KafkaArgs {
                 set(key, path.display().to_string());
             }
         }
+        crate::secret::remember_properties(&self.kafka);
         properties.extend(self.kafka.iter().cloned());
         Ok(properties)
     }
@@ -119,4 +124,135 @@ fn kafka_property(s: &str) -> Result<(String, String), String> {
         .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
         .filter(|(k, _)| !k.is_empty())
         .ok_or_else(|| format!("expected key=value, got {s:?}"))
+}
+
+/// The cloud API: its URL, the TLS settings to reach it and the credentials it asks for.
+/// Secrets come from the environment only: TANDEM_CLOUD_TOKEN or TANDEM_CLOUD_CLIENT_SECRET,
+/// or the files TANDEM_CLOUD_TOKEN_FILE or TANDEM_CLOUD_CLIENT_SECRET_FILE name.
+#[derive(Debug, Args)]
+pub struct CloudArgs {
+    /// Base URL of the cloud API (`https://…` or `http://…`).
+    #[arg(
+        long = "cloud-url",
+        global = true,
+        env = "TANDEM_CLOUD_URL",
+        default_value = "http://127.0.0.1:8080",
+        hide_env_values = true
+    )]
+    pub url: String,
+    /// PEM file of certificate authorities to trust for the cloud API, besides the system's.
+    #[arg(long = "cloud-ca-file", global = true, env = "TANDEM_CLOUD_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate, for APIs that authenticate clients by certificate.
+    #[arg(
+        long = "cloud-cert-file",
+        global = true,
+        env = "TANDEM_CLOUD_CERT_FILE",
+        requires = "key_file"
+    )]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(
+        long = "cloud-key-file",
+        global = true,
+        env = "TANDEM_CLOUD_KEY_FILE",
+        requires = "cert_file"
+    )]
+    pub key_file: Option<PathBuf>,
+    /// Send the static token (TANDEM_CLOUD_TOKEN) in this header, e.g. `X-Api-Key`, instead of
+    /// `Authorization: Bearer`.
+    #[arg(
+        long = "cloud-api-key-header",
+        global = true,
+        env = "TANDEM_CLOUD_API_KEY_HEADER"
+    )]
+    pub api_key_header: Option<String>,
+    /// OAuth2 token endpoint: take access tokens with the client credentials grant
+    /// (TANDEM_CLOUD_CLIENT_ID and the secret TANDEM_CLOUD_CLIENT_SECRET).
+    #[arg(
+        long = "cloud-token-url",
+        global = true,
+        env = "TANDEM_CLOUD_TOKEN_URL",
+        requires = "client_id"
+    )]
+    pub token_url: Option<String>,
+    /// OAuth2 client id.
+    #[arg(
+        long = "cloud-client-id",
+        global = true,
+        env = "TANDEM_CLOUD_CLIENT_ID"
+    )]
+    pub client_id: Option<String>,
+    /// OAuth2 scopes to ask for, separated by spaces.
+    #[arg(long = "cloud-scope", global = true, env = "TANDEM_CLOUD_SCOPE")]
+    pub scope: Option<String>,
+}
+
+impl CloudArgs {
+    /// How to reach the cloud API, with the secrets read from the environment.
+    pub fn access(&self) -> anyhow::Result<tandem_consumer::CloudAccess> {
+        use tandem_consumer::CloudAuth;
+        let usage = |message: String| -> anyhow::Error { crate::exit::Usage(message).into() };
+        for path in [&self.ca_file, &self.cert_file, &self.key_file]
+            .into_iter()
+            .flatten()
+        {
+            if !path.is_file() {
+                return Err(usage(format!("{} is not a readable file", path.display())));
+            }
+        }
+        let token = crate::secret::read("TANDEM_CLOUD_TOKEN")?;
+        let client_secret = crate::secret::read("TANDEM_CLOUD_CLIENT_SECRET")?;
+        let auth = match (&self.token_url, token, client_secret) {
+            (Some(_), Some(_), _) => {
+                return Err(usage(
+                    "give a static token (TANDEM_CLOUD_TOKEN) or OAuth2 client credentials (--cloud-token-url), not both".into(),
+                ))
+            }
+            (Some(token_url), None, Some(client_secret)) => CloudAuth::ClientCredentials {
+                token_url: token_url.clone(),
+                client_id: self.client_id.clone().unwrap_or_default(),
+                client_secret,
+                scope: self.scope.clone(),
+            },
+            (Some(_), None, None) => {
+                return Err(usage(
+                    "--cloud-token-url needs the client secret in TANDEM_CLOUD_CLIENT_SECRET or TANDEM_CLOUD_CLIENT_SECRET_FILE".into(),
+                ))
+            }
+            (None, Some(token), _) => CloudAuth::Token {
+                header: self.api_key_header.clone(),
+                token,
+            },
+            (None, None, Some(_)) => {
+                return Err(usage(
+                    "TANDEM_CLOUD_CLIENT_SECRET is set but --cloud-token-url is not".into(),
+                ))
+            }
+            (None, None, None) => CloudAuth::None,
+        };
+        Ok(tandem_consumer::CloudAccess {
+            ca_file: self.ca_file.clone(),
+            identity: self.cert_file.clone().zip(self.key_file.clone()),
+            auth,
+        })
+    }
+
+    /// A client of the cloud API with these settings; `attempts` caps the tries of one call.
+    /// Credentials that need a token are tried at once, so a wrong secret stops the command
+    /// before it starts work.
+    pub async fn client(
+        &self,
+        timeout: std::time::Duration,
+        attempts: usize,
+    ) -> anyhow::Result<tandem_consumer::CloudClient> {
+        let client =
+            tandem_consumer::CloudClient::connect(&self.url, &self.access()?, timeout, attempts)
+                .map_err(|e| crate::exit::Usage(format!("cloud API settings: {e}")))?;
+        client
+            .check_credentials()
+            .await
+            .with_context(|| format!("cannot authenticate to the cloud API at {}", self.url))?;
+        Ok(client)
+    }
 }

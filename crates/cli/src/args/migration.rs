@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::ConsumerStore;
+use super::{CloudArgs, ConsumerStore};
 
 #[derive(Debug, Args)]
 pub struct AccountsArgs {
@@ -39,14 +39,8 @@ pub struct LifecycleArgs {
         default_value = "mapping.toml"
     )]
     pub mapping: PathBuf,
-    /// Base URL of the cloud API.
-    #[arg(
-        long,
-        global = true,
-        env = "TANDEM_CLOUD_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub cloud_url: String,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
     /// The live consumer group: `complete` drops its positions for the account.
     #[arg(
         long,
@@ -70,7 +64,8 @@ pub struct MigrationStore {
         id = "migration_store",
         long = "migration-store",
         global = true,
-        env = "TANDEM_MIGRATION_STORE"
+        env = "TANDEM_MIGRATION_STORE",
+        hide_env_values = true
     )]
     pub url: Option<String>,
 }
@@ -115,6 +110,7 @@ pub struct SliceArgs {
     /// The consumer's store: the rows backfilled so far, and what a cutover checks.
     #[arg(
         long = "store",
+        hide_env_values = true,
         global = true,
         env = "TANDEM_CONSUMER_STORE",
         default_value = "sqlite://tandem-consumer.db"

@@ -10,7 +10,7 @@ use tandem_event::Framing;
 mod connect;
 mod migration;
 
-pub use connect::{ConsumerStore, KafkaArgs, ProducerStore};
+pub use connect::{CloudArgs, ConsumerStore, KafkaArgs, ProducerStore};
 
 pub use migration::{
     AccountsAction, AccountsArgs, LifecycleArgs, MigrationStore, RouterArgs, SliceAction,
@@ -290,13 +290,8 @@ pub struct ConsumeArgs {
     pub dead_letter_topic: Option<String>,
     #[command(flatten)]
     pub store: ConsumerStore,
-    /// Base URL of the cloud API.
-    #[arg(
-        long,
-        env = "TANDEM_CLOUD_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub cloud_url: String,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
     /// Timeout of one cloud API request.
     #[arg(long, env = "TANDEM_CLOUD_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub cloud_timeout: Duration,
@@ -366,6 +361,34 @@ pub struct CloudsimArgs {
     /// still work (repeatable).
     #[arg(env = "TANDEM_CLOUDSIM_REJECT_ACCOUNTS", long, value_delimiter = ',')]
     pub reject_account: Vec<String>,
+    /// Serve HTTPS with a certificate made at start-up for `--tls-name`, signed by a
+    /// certificate authority made with it; its PEM is written to `--tls-ca-out`.
+    #[arg(env = "TANDEM_CLOUDSIM_TLS", long)]
+    pub tls: bool,
+    /// Names (DNS names or IP addresses) the generated certificate is valid for.
+    #[arg(env = "TANDEM_CLOUDSIM_TLS_NAME", long = "tls-name", value_delimiter = ',', default_values_t = ["localhost".to_owned(), "127.0.0.1".to_owned()])]
+    pub tls_names: Vec<String>,
+    /// Where to write the PEM of the generated certificate authority, for clients to trust.
+    #[arg(
+        env = "TANDEM_CLOUDSIM_TLS_CA_OUT",
+        long,
+        default_value = "cloudsim-ca.pem"
+    )]
+    pub tls_ca_out: PathBuf,
+    /// Serve HTTPS with this PEM certificate chain instead of a generated one.
+    #[arg(env = "TANDEM_CLOUDSIM_TLS_CERT", long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(env = "TANDEM_CLOUDSIM_TLS_KEY", long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require OAuth2 access tokens for this client id, taken at `/oauth/token` with the secret
+    /// in TANDEM_CLOUDSIM_CLIENT_SECRET or the file TANDEM_CLOUDSIM_CLIENT_SECRET_FILE names.
+    /// A static token in TANDEM_CLOUDSIM_TOKEN(_FILE) also requires credentials.
+    #[arg(env = "TANDEM_CLOUDSIM_CLIENT_ID", long)]
+    pub client_id: Option<String>,
+    /// How long an access token from `/oauth/token` is valid.
+    #[arg(env = "TANDEM_CLOUDSIM_TOKEN_TTL", long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub token_ttl: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -411,13 +434,8 @@ pub struct ReplayArgs {
     pub kafka: KafkaArgs,
     #[command(flatten)]
     pub store: ConsumerStore,
-    /// Base URL of the cloud API.
-    #[arg(
-        long,
-        env = "TANDEM_CLOUD_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub cloud_url: String,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
     /// Timeout of one cloud API request.
     #[arg(long, env = "TANDEM_CLOUD_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub cloud_timeout: Duration,
@@ -448,13 +466,8 @@ pub struct VerifyArgs {
     pub sources: PathBuf,
     #[arg(long, env = "TANDEM_MAPPING", default_value = "mapping.toml")]
     pub mapping: PathBuf,
-    /// Base URL of the cloud API.
-    #[arg(
-        long,
-        env = "TANDEM_CLOUD_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub cloud_url: String,
+    #[command(flatten)]
+    pub cloud: CloudArgs,
     /// Only these accounts (repeatable); all accounts of the sources by default.
     #[arg(long)]
     pub account: Vec<String>,

@@ -40,7 +40,7 @@ pub async fn run(accounts: usize, requests: usize, json: bool) -> anyhow::Result
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server = tokio::spawn(async move { axum::serve(listener, router.app()).await });
-    let client = reqwest::Client::new();
+    let client = tandem_consumer::http_client().build()?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut histogram = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     // Warm the connection and the server up.

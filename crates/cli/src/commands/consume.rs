@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use tandem_consumer::mapping::Mapping;
-use tandem_consumer::{CloudClient, Consumer, Engine, Store};
+use tandem_consumer::{Consumer, Engine, Store};
 use tandem_producer::config::Sources;
 use tandem_producer::legacy::Legacy;
 
@@ -17,11 +17,10 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
         mapping.check_columns(&legacy.columns())?;
     }
     let store = Store::open(&args.store.url).await?;
-    let client = CloudClient::new(
-        &args.cloud_url,
-        args.cloud_timeout,
-        args.cloud_attempts.max(1),
-    );
+    let client = args
+        .cloud
+        .client(args.cloud_timeout, args.cloud_attempts.max(1))
+        .await?;
     let engine = Engine::new(Arc::new(mapping), store, client).with_create_mode(args.create_mode);
     let dead_letter_topic = args
         .dead_letter_topic

@@ -8,7 +8,7 @@ use serde::Serialize;
 use tandem_consumer::mapping::Mapping;
 use tandem_consumer::replay::{Replay, ReplayOptions, ReplayProgress};
 use tandem_consumer::verify::Drift;
-use tandem_consumer::{CloudClient, Engine, Store};
+use tandem_consumer::{Engine, Store};
 use tandem_producer::config::Sources;
 use tandem_producer::legacy::Legacy;
 
@@ -42,11 +42,10 @@ pub(super) async fn run_replay(args: ReplayArgs) -> anyhow::Result<i32> {
     let legacy = Legacy::connect(&sources, &args.sources).await?;
     mapping.check_columns(&legacy.columns())?;
     let store = Store::open(&args.store.url).await?;
-    let cloud = CloudClient::new(
-        &args.cloud_url,
-        args.cloud_timeout,
-        args.cloud_attempts.max(1),
-    );
+    let cloud = args
+        .cloud
+        .client(args.cloud_timeout, args.cloud_attempts.max(1))
+        .await?;
     if args.in_place {
         let target = store.target_of(&args.account).await?;
         anyhow::ensure!(
@@ -106,7 +105,7 @@ pub(super) async fn run_replay(args: ReplayArgs) -> anyhow::Result<i32> {
     let pairs = [(args.account.clone(), args.into.clone())];
     let drift = crate::verify::verify_targets(&legacy, &mapping, &cloud, &pairs)
         .await
-        .with_context(|| format!("cannot verify against {}", args.cloud_url))?;
+        .with_context(|| format!("cannot verify against {}", args.cloud.url))?;
     let verdict = &drift[0];
     let resources = store.resource_count(&args.into).await?;
     let out = ReplayReport {

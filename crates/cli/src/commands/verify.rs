@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tandem_consumer::mapping::Mapping;
 use tandem_consumer::repair::repair_account;
-use tandem_consumer::{CloudClient, Engine, Store};
+use tandem_consumer::{Engine, Store};
 use tandem_producer::config::Sources;
 use tandem_producer::legacy::Legacy;
 
@@ -36,10 +36,10 @@ pub(super) async fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
         };
         pairs.push((account, target));
     }
-    let client = CloudClient::new(&args.cloud_url, Duration::from_secs(30), 4);
+    let client = args.cloud.client(Duration::from_secs(30), 4).await?;
     let mut drift = crate::verify::verify_targets(&legacy, &mapping, &client, &pairs)
         .await
-        .with_context(|| format!("cannot verify against {}", args.cloud_url))?;
+        .with_context(|| format!("cannot verify against {}", args.cloud.url))?;
     let mut repairs = std::collections::HashMap::new();
     if let (true, Some(store)) = (args.repair, &store) {
         let mapping = std::sync::Arc::new(mapping.clone());
@@ -61,7 +61,7 @@ pub(super) async fn run_verify(args: VerifyArgs) -> anyhow::Result<i32> {
             // The verdict after the repairs.
             drift = crate::verify::verify_targets(&legacy, &mapping, &client, &pairs)
                 .await
-                .with_context(|| format!("cannot verify against {}", args.cloud_url))?;
+                .with_context(|| format!("cannot verify against {}", args.cloud.url))?;
         }
     }
     if args.migration.url.is_some() && !args.dry_run {

@@ -57,7 +57,7 @@ impl Lifecycle {
             legacy,
             policy: sources.migration.clone(),
             mapping: Arc::new(mapping),
-            cloud: CloudClient::new(&args.cloud_url, Duration::from_secs(30), 4),
+            cloud: args.cloud.client(Duration::from_secs(30), 4).await?,
             group: args.group.clone(),
             wait: args.wait,
             actor,

@@ -290,15 +290,19 @@ fn compile_condition(when: &WhenSpec) -> Result<Condition, String> {
 fn from_toml<T: serde::de::DeserializeOwned>(
     text: &str,
 ) -> std::result::Result<T, (String, String)> {
-    serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+    let described = |e: &toml::de::Error| {
+        let line = e
+            .span()
+            .map_or(0, |s| text[..s.start].matches('\n').count() + 1);
+        format!("{} (line {line})", e.message().trim_end())
+    };
+    let deserializer =
+        toml::Deserializer::parse(text).map_err(|e| (String::new(), described(&e)))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let key = Some(e.path().to_string())
             .filter(|k| k != ".")
             .unwrap_or_default();
-        let inner = e.into_inner();
-        let line = inner
-            .span()
-            .map_or(0, |s| text[..s.start].matches('\n').count() + 1);
-        (key, format!("{} (line {line})", inner.message().trim_end()))
+        (key, described(&e.into_inner()))
     })
 }
 
