@@ -492,3 +492,40 @@ async fn exit_codes_say_what_went_wrong() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `tandem health`, the containers' probe: 0 when the role's broker and store answer, 3 with
+/// the part that does not when either is down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_names_the_part_that_does_not_answer() -> anyhow::Result<()> {
+    let brokers = brokers()?;
+    let stores = PgDatabase::create().await?;
+    let health = |brokers: &str, store: &str| -> anyhow::Result<(Option<i32>, String)> {
+        let out = tandem()
+            .command()
+            .args(["health", "--role", "consumer", "--timeout", "3s"])
+            .env("TANDEM_BROKERS", brokers)
+            .env("TANDEM_CONSUMER_STORE", store)
+            .env("TANDEM_LOG", "off")
+            .output()?;
+        Ok((
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
+    };
+    let (code, out) = health(&brokers, &stores.url)?;
+    ensure!(
+        code == Some(0) && out.contains("broker: ok") && out.contains("store: ok"),
+        "{code:?} {out}"
+    );
+    let (code, out) = health("127.0.0.1:9", &stores.url)?;
+    ensure!(
+        code == Some(3) && out.contains("broker: no answer") && out.contains("store: ok"),
+        "{code:?} {out}"
+    );
+    let (code, out) = health(&brokers, "postgres://postgres@127.0.0.1:9/none")?;
+    ensure!(
+        code == Some(3) && out.contains("broker: ok") && !out.contains("store: ok"),
+        "{code:?} {out}"
+    );
+    stores.drop().await
+}

@@ -158,3 +158,54 @@ impl Cloud {
         Ok(())
     }
 }
+
+/// The PostgreSQL server the test command started with TLS only (`TANDEM_TEST_PG_TLS`), its
+/// certificate authority and the password of its role `tandem`.
+#[derive(Debug, Clone)]
+pub struct TlsPostgres {
+    /// `postgres://postgres@localhost:<port>`, without a database.
+    pub server: String,
+    pub ca_file: std::path::PathBuf,
+    pub password: String,
+}
+
+impl TlsPostgres {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let var = |name: &str| {
+            std::env::var(name).with_context(|| {
+                format!("{name} is not set: run the tests through tests/run.sh, which starts a TLS-only PostgreSQL")
+            })
+        };
+        Ok(TlsPostgres {
+            server: var("TANDEM_TEST_PG_TLS")?,
+            ca_file: var("TANDEM_TEST_PG_TLS_CA")?.into(),
+            password: var("TANDEM_TEST_PG_TLS_PASSWORD")?,
+        })
+    }
+
+    /// The query string that makes a connection verify the server's certificate and name.
+    pub fn verify_full(&self) -> String {
+        format!("sslmode=verify-full&sslrootcert={}", self.ca_file.display())
+    }
+
+    /// A new database owned by `tandem`; its URL for `tandem` (no password in it: that comes
+    /// from PGPASSWORD) over `verify-full`.
+    pub async fn create_database(&self) -> anyhow::Result<String> {
+        let name = unique("tandem_tls");
+        let admin = format!("{}/postgres?{}", self.server, self.verify_full());
+        let mut conn = PgConnection::connect(&admin)
+            .await
+            .with_context(|| format!("cannot reach the TLS PostgreSQL at {}", self.server))?;
+        sqlx::query(&format!("CREATE DATABASE {name} OWNER tandem"))
+            .execute(&mut conn)
+            .await?;
+        let host = self
+            .server
+            .strip_prefix("postgres://postgres@")
+            .context("TANDEM_TEST_PG_TLS is not postgres://postgres@host:port")?;
+        Ok(format!(
+            "postgres://tandem@{host}/{name}?{}",
+            self.verify_full()
+        ))
+    }
+}

@@ -133,6 +133,8 @@ fn kafka_property(s: &str) -> Result<(String, String), String> {
 pub struct CloudArgs {
     /// Base URL of the cloud API (`https://…` or `http://…`).
     #[arg(
+        id = "cloud_url",
+        value_name = "URL",
         long = "cloud-url",
         global = true,
         env = "TANDEM_CLOUD_URL",
@@ -141,27 +143,39 @@ pub struct CloudArgs {
     )]
     pub url: String,
     /// PEM file of certificate authorities to trust for the cloud API, besides the system's.
-    #[arg(long = "cloud-ca-file", global = true, env = "TANDEM_CLOUD_CA_FILE")]
+    #[arg(
+        id = "cloud_ca_file",
+        value_name = "FILE",
+        long = "cloud-ca-file",
+        global = true,
+        env = "TANDEM_CLOUD_CA_FILE"
+    )]
     pub ca_file: Option<PathBuf>,
     /// PEM client certificate, for APIs that authenticate clients by certificate.
     #[arg(
+        id = "cloud_cert_file",
+        value_name = "FILE",
         long = "cloud-cert-file",
         global = true,
         env = "TANDEM_CLOUD_CERT_FILE",
-        requires = "key_file"
+        requires = "cloud_key_file"
     )]
     pub cert_file: Option<PathBuf>,
     /// PEM private key of the client certificate.
     #[arg(
+        id = "cloud_key_file",
+        value_name = "FILE",
         long = "cloud-key-file",
         global = true,
         env = "TANDEM_CLOUD_KEY_FILE",
-        requires = "cert_file"
+        requires = "cloud_cert_file"
     )]
     pub key_file: Option<PathBuf>,
     /// Send the static token (TANDEM_CLOUD_TOKEN) in this header, e.g. `X-Api-Key`, instead of
     /// `Authorization: Bearer`.
     #[arg(
+        id = "cloud_api_key_header",
+        value_name = "HEADER",
         long = "cloud-api-key-header",
         global = true,
         env = "TANDEM_CLOUD_API_KEY_HEADER"
@@ -170,21 +184,31 @@ pub struct CloudArgs {
     /// OAuth2 token endpoint: take access tokens with the client credentials grant
     /// (TANDEM_CLOUD_CLIENT_ID and the secret TANDEM_CLOUD_CLIENT_SECRET).
     #[arg(
+        id = "cloud_token_url",
+        value_name = "URL",
         long = "cloud-token-url",
         global = true,
         env = "TANDEM_CLOUD_TOKEN_URL",
-        requires = "client_id"
+        requires = "cloud_client_id"
     )]
     pub token_url: Option<String>,
     /// OAuth2 client id.
     #[arg(
+        id = "cloud_client_id",
+        value_name = "ID",
         long = "cloud-client-id",
         global = true,
         env = "TANDEM_CLOUD_CLIENT_ID"
     )]
     pub client_id: Option<String>,
     /// OAuth2 scopes to ask for, separated by spaces.
-    #[arg(long = "cloud-scope", global = true, env = "TANDEM_CLOUD_SCOPE")]
+    #[arg(
+        id = "cloud_scope",
+        value_name = "SCOPES",
+        long = "cloud-scope",
+        global = true,
+        env = "TANDEM_CLOUD_SCOPE"
+    )]
     pub scope: Option<String>,
 }
 

@@ -73,6 +73,10 @@ pub enum Command {
     /// The migration: every account's state, the counts per state, and the way out once every
     /// enrolled account is done.
     Status(StatusArgs),
+    /// Check that the broker and the store a producer or a consumer uses answer: exit 0 when
+    /// both do, 3 when either does not. For container health checks and probes; it reads the
+    /// same variables as `produce` and `consume`.
+    Health(HealthArgs),
     /// Create the demo's legacy database (if missing) and keep changing it, as `demo` does;
     /// for running the parts as separate processes (docker-compose).
     Workload(WorkloadArgs),
@@ -501,3 +505,26 @@ pub struct VerifyArgs {
 
 #[cfg(test)]
 mod tests;
+
+/// Which part's connections `tandem health` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    Producer,
+    Consumer,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The part whose broker and store to check; its store comes from TANDEM_PRODUCER_STORE or
+    /// TANDEM_CONSUMER_STORE unless --store is given.
+    #[arg(long, env = "TANDEM_HEALTH_ROLE", value_enum)]
+    pub role: Role,
+    /// The store to check instead of the role's.
+    #[arg(long, env = "TANDEM_HEALTH_STORE", hide_env_values = true)]
+    pub store: Option<String>,
+    /// How long each check may take.
+    #[arg(long, env = "TANDEM_HEALTH_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+}

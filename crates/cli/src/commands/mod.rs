@@ -4,6 +4,7 @@ mod accounts;
 mod cloudsim;
 mod consume;
 mod demo;
+mod health;
 mod produce;
 mod replay;
 mod router;
@@ -31,5 +32,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Slice(args) => slice::run_slice(args).await,
         Command::Router(args) => router::run_router(args).await,
         Command::Status(args) => status::run_status(args).await,
+        Command::Health(args) => health::run_health(args).await,
     }
 }
