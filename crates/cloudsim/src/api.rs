@@ -44,6 +44,7 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .merge(v1)
         .merge(admin::routes())
+        .merge(crate::registry::routes())
         .fallback(|| async { ApiError::NotFound("no such route".to_owned()) })
         .method_not_allowed_fallback(|| async {
             error_response(

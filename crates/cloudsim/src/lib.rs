@@ -22,7 +22,8 @@
 //! `GET|PUT|DELETE /v1/accounts/{account}/{collection}/{id}`, `GET /admin/audit`,
 //! `GET|PUT /admin/faults`, `GET /health`; with credentials required, `POST /oauth/token`,
 //! `GET /admin/tokens` and `POST /admin/tokens/revoke`. HTTPS with a certificate it generates
-//! or one from files.
+//! or one from files. The Confluent Schema Registry's `POST /subjects/{subject}/versions`,
+//! `GET /schemas/ids/{id}` and `GET /subjects`.
 
 mod admin;
 mod api;
@@ -31,6 +32,7 @@ mod auth;
 mod error;
 mod faults;
 mod options;
+mod registry;
 mod server;
 mod state;
 mod store;

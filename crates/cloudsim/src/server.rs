@@ -50,6 +50,7 @@ impl CloudSim {
             store,
             faults: Arc::new(RwLock::new(options.faults)),
             tokens: options.auth.map(Tokens::new),
+            registry: Default::default(),
         };
         Ok(CloudSim {
             listener,

@@ -4,6 +4,7 @@
 
 use crate::auth::SharedTokens;
 use crate::faults::SharedFaults;
+use crate::registry::SharedRegistry;
 use crate::store::Store;
 
 #[derive(Debug, Clone)]
@@ -12,4 +13,6 @@ pub(crate) struct AppState {
     pub(crate) faults: SharedFaults,
     /// Issued tokens, when the simulator requires credentials.
     pub(crate) tokens: Option<SharedTokens>,
+    /// The schema registry's schemas and subjects.
+    pub(crate) registry: SharedRegistry,
 }

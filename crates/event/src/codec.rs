@@ -4,6 +4,8 @@ use apache_avro::rabin::Rabin;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::Schema;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::{avro, ChangeEvent, Error, Result};
 
@@ -35,11 +37,30 @@ struct Known {
     fingerprint: [u8; 8],
 }
 
-/// Encodes and decodes [`ChangeEvent`]s. Decoding accepts every schema in [`SCHEMA_FILES`].
+impl Known {
+    fn parse(file: &'static str, text: &str) -> Result<Known> {
+        let schema = Schema::parse_str(text).map_err(|source| Error::Schema {
+            file,
+            source: Box::new(source),
+        })?;
+        let mut fingerprint = [0u8; 8];
+        fingerprint.copy_from_slice(&schema.fingerprint::<Rabin>().bytes[..8]);
+        Ok(Known {
+            schema,
+            fingerprint,
+        })
+    }
+}
+
+/// Encodes and decodes [`ChangeEvent`]s. Decoding accepts every schema in [`SCHEMA_FILES`],
+/// and Confluent-framed messages whose schema id it was told of
+/// ([`Codec::learn_confluent_schema`]: from a schema registry or a map of ids to files).
 #[derive(Debug)]
 pub struct Codec {
     framing: Framing,
-    known: Vec<Known>,
+    known: Vec<Arc<Known>>,
+    /// Writer schemas of Confluent-framed messages, by schema id.
+    confluent: RwLock<HashMap<u32, Arc<Known>>>,
 }
 
 impl Default for Codec {
@@ -53,27 +74,44 @@ impl Codec {
     pub fn new(framing: Framing) -> Result<Self> {
         let known = SCHEMA_FILES
             .iter()
-            .map(|(file, text)| {
-                let schema = Schema::parse_str(text).map_err(|source| Error::Schema {
-                    file,
-                    source: Box::new(source),
-                })?;
-                let mut fingerprint = [0u8; 8];
-                fingerprint.copy_from_slice(&schema.fingerprint::<Rabin>().bytes[..8]);
-                Ok(Known {
-                    schema,
-                    fingerprint,
-                })
-            })
+            .map(|(file, text)| Ok(Arc::new(Known::parse(file, text)?)))
             .collect::<Result<Vec<_>>>()?;
-        Ok(Codec { framing, known })
+        Ok(Codec {
+            framing,
+            known,
+            confluent: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Confluent-framed messages with schema id `id` were written with the Avro schema
+    /// `text` (what a registry answers for the id). They are read into the current schema
+    /// as any older schema is; a schema that cannot be resolved to it fails its messages.
+    pub fn learn_confluent_schema(&self, id: u32, text: &str) -> Result<()> {
+        let known = Arc::new(Known::parse("a registered schema", text)?);
+        self.confluent
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, known);
+        Ok(())
+    }
+
+    fn confluent_schema(&self, id: u32) -> Option<Arc<Known>> {
+        match self.framing {
+            Framing::Confluent { schema_id } if schema_id == id => Some(self.current().clone()),
+            _ => self
+                .confluent
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&id)
+                .cloned(),
+        }
     }
 
     pub fn framing(&self) -> Framing {
         self.framing
     }
 
-    fn current(&self) -> &Known {
+    fn current(&self) -> &Arc<Known> {
         // SCHEMA_FILES is a non-empty constant.
         &self.known[self.known.len() - 1]
     }
@@ -131,7 +169,7 @@ impl Codec {
 
     /// Decodes message bytes in either framing, resolving old schemas to the current one.
     pub fn decode(&self, bytes: &[u8]) -> Result<ChangeEvent> {
-        let (writer, mut body) = match bytes {
+        let (writer, mut body): (Arc<Known>, &[u8]) = match bytes {
             [0xC3, 0x01, rest @ ..] => {
                 let (fp, body) = rest
                     .split_first_chunk::<8>()
@@ -141,17 +179,17 @@ impl Codec {
                         fingerprint: u64::from_le_bytes(*fp),
                     },
                 )?;
-                (writer, body)
+                (writer.clone(), body)
             }
             [CONFLUENT_MAGIC, rest @ ..] => {
                 let (id, body) = rest
                     .split_first_chunk::<4>()
                     .ok_or(Error::Truncated { len: bytes.len() })?;
                 let id = u32::from_be_bytes(*id);
-                match self.framing {
-                    Framing::Confluent { schema_id } if schema_id == id => (self.current(), body),
-                    _ => return Err(Error::UnknownSchemaId { id }),
-                }
+                let writer = self
+                    .confluent_schema(id)
+                    .ok_or(Error::UnknownSchemaId { id })?;
+                (writer, body)
             }
             _ if bytes.len() < 5 => return Err(Error::Truncated { len: bytes.len() }),
             _ => {

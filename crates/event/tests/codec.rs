@@ -34,6 +34,30 @@ fn every_kind_round_trips_in_both_framings() -> Result<(), Error> {
     Ok(())
 }
 
+/// A reader told which schema a Confluent id stands for (by a registry or a map file) reads
+/// messages framed with that id, written by a producer it shares no settings with; ids it was
+/// not told of stay unknown.
+#[test]
+fn confluent_ids_learned_from_a_registry_are_read() -> Result<(), Error> {
+    let event = sample(Kind::Updated);
+    let bytes = Codec::new(Framing::Confluent { schema_id: 7 })?.encode(&event)?;
+    let reader = Codec::default();
+    assert!(matches!(
+        reader.decode(&bytes),
+        Err(Error::UnknownSchemaId { id: 7 })
+    ));
+    let (_, current) = SCHEMA_FILES[SCHEMA_FILES.len() - 1];
+    reader.learn_confluent_schema(7, current)?;
+    assert_eq!(reader.decode(&bytes)?, event);
+    let other = Codec::new(Framing::Confluent { schema_id: 8 })?.encode(&event)?;
+    assert!(matches!(
+        reader.decode(&other),
+        Err(Error::UnknownSchemaId { id: 8 })
+    ));
+    assert!(reader.learn_confluent_schema(9, "{not a schema").is_err());
+    Ok(())
+}
+
 #[test]
 fn framing_headers_are_as_specified() -> Result<(), Error> {
     let event = sample(Kind::Created);
