@@ -103,7 +103,7 @@ async fn an_account_replayed_into_a_new_target_equals_the_legacy_data() -> anyho
             partition: None,
             in_place: None,
         },
-    );
+    )?;
     let report = replay.run(&CancellationToken::new(), |_| {}).await?;
     ensure!(report.progress.events > 50, "{report:?}");
     let rebuilt = [(account.clone(), into.clone())];
@@ -142,7 +142,7 @@ async fn an_account_replayed_into_a_new_target_equals_the_legacy_data() -> anyho
             partition: None,
             in_place: None,
         },
-    );
+    )?;
     let over = restarted.run(&CancellationToken::new(), |_| {}).await?;
     ensure!(over.progress.applied > 0, "{over:?}");
     let drift = verify_targets(producer.legacy(), &mapping, &client, &rebuilt).await?;
@@ -245,7 +245,7 @@ async fn a_replay_from_a_snapshot_needs_no_earlier_event() -> anyhow::Result<()>
                 partition: None,
                 in_place: None,
             },
-        ))
+        )?)
     };
     let stop = CancellationToken::new();
     let report = replay(&kept, ReplayFrom::Snapshot)?

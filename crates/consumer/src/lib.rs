@@ -28,6 +28,7 @@ mod options;
 pub mod repair;
 pub mod replay;
 mod run;
+pub mod schemas;
 mod stats;
 mod store;
 pub mod verify;

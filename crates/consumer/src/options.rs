@@ -21,6 +21,8 @@ pub struct Options {
     /// How long an account's lease lasts without renewal: after a member dies, how long its
     /// accounts wait before another member applies them.
     pub lease_ttl: Duration,
+    /// Schemas of Confluent-framed messages: ids known up front and a registry to ask.
+    pub schemas: crate::schemas::Schemas,
 }
 
 impl Default for Options {
@@ -34,6 +36,7 @@ impl Default for Options {
             concurrency: 32,
             max_in_flight: 1024,
             lease_ttl: Duration::from_secs(10),
+            schemas: Default::default(),
         }
     }
 }

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use std::sync::Arc;
 
+use crate::schemas::Decoder;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
-use tandem_event::Codec;
 use tokio_util::sync::CancellationToken;
 
 use crate::apply::{Engine, Outcome};
@@ -97,11 +97,11 @@ pub fn partition_of(key: &str, partitions: i32) -> i32 {
 pub struct Replay {
     engine: Engine,
     options: ReplayOptions,
-    codec: Codec,
+    decoder: Decoder,
 }
 
 impl Replay {
-    pub fn new(engine: Engine, options: ReplayOptions) -> Self {
+    pub fn new(engine: Engine, options: ReplayOptions) -> Result<Self> {
         // Starting over, or rebuilding in place, the target's cloud documents may exist
         // already, some deleted since: each is found by its external reference, never by an
         // idempotency key that would answer with a document deleted since.
@@ -110,11 +110,11 @@ impl Replay {
         } else {
             engine
         };
-        Replay {
+        Ok(Replay {
             engine,
+            decoder: Decoder::new(&options.kafka.schemas)?,
             options,
-            codec: Codec::default(),
-        }
+        })
     }
 
     /// Rebuilds the live target in place (see [`ReplayOptions::in_place`]): returns the report
@@ -434,7 +434,11 @@ impl Replay {
                 if message.key() != Some(key) {
                     continue;
                 }
-                let mut event = match self.codec.decode(message.payload().unwrap_or_default()) {
+                let mut event = match self
+                    .decoder
+                    .decode(message.payload().unwrap_or_default())
+                    .await
+                {
                     Ok(event) => event,
                     // The live consumer dead-lettered it already; a rebuild does not need it.
                     Err(_) => continue,

@@ -1,7 +1,7 @@
 //! How a command reaches what it needs: the producer's and the consumer's stores, and Kafka
 //! (brokers, topic, TLS and SASL, librdkafka properties).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Args;
@@ -278,5 +278,92 @@ impl CloudArgs {
             .await
             .with_context(|| format!("cannot authenticate to the cloud API at {}", self.url))?;
         Ok(client)
+    }
+}
+
+/// A schema registry (Confluent's REST API): the producer registers its schema there under
+/// `<topic>-value` and frames messages with the id it gets; readers look up ids they do not
+/// know. Its password comes from TANDEM_SCHEMA_REGISTRY_PASSWORD or the file
+/// TANDEM_SCHEMA_REGISTRY_PASSWORD_FILE names.
+#[derive(Debug, Args)]
+pub struct RegistryArgs {
+    /// Schema registry URL; with it the producer writes Confluent-framed messages.
+    #[arg(
+        long,
+        env = "TANDEM_SCHEMA_REGISTRY",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub schema_registry: Option<String>,
+    /// Username for the registry (an API key on managed registries).
+    #[arg(long, env = "TANDEM_SCHEMA_REGISTRY_USERNAME")]
+    pub schema_registry_username: Option<String>,
+    /// PEM file of certificate authorities to trust for the registry, besides the system's.
+    #[arg(long, env = "TANDEM_SCHEMA_REGISTRY_CA_FILE", value_name = "FILE")]
+    pub schema_registry_ca_file: Option<PathBuf>,
+}
+
+impl RegistryArgs {
+    /// A client of the registry, when one is given.
+    pub fn registry(&self) -> anyhow::Result<Option<tandem_consumer::schemas::SchemaRegistry>> {
+        let Some(url) = &self.schema_registry else {
+            return Ok(None);
+        };
+        let password = crate::secret::read("TANDEM_SCHEMA_REGISTRY_PASSWORD")?;
+        let basic = match (&self.schema_registry_username, password) {
+            (Some(user), password) => Some((user.clone(), password.unwrap_or_default())),
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(crate::exit::Usage(
+                    "TANDEM_SCHEMA_REGISTRY_PASSWORD needs --schema-registry-username".into(),
+                )
+                .into())
+            }
+        };
+        let mut builder =
+            tandem_consumer::http_client().timeout(std::time::Duration::from_secs(30));
+        if let Some(path) = &self.schema_registry_ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| crate::exit::Usage(format!("{}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| crate::exit::Usage(format!("{}: {e}", path.display())))?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        Ok(Some(tandem_consumer::schemas::SchemaRegistry::new(
+            url,
+            builder.build()?,
+            basic,
+        )))
+    }
+
+    /// What a reader knows of Confluent schema ids: the registry, and the map file `ids`
+    /// (TOML: an `[ids]` table of schema id = Avro schema file, relative to the map file).
+    pub fn schemas(&self, ids: Option<&Path>) -> anyhow::Result<tandem_consumer::schemas::Schemas> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct IdMap {
+            ids: std::collections::BTreeMap<String, PathBuf>,
+        }
+        let mut known = Vec::new();
+        if let Some(path) = ids {
+            let usage =
+                |message: String| crate::exit::Usage(format!("{}: {message}", path.display()));
+            let text = std::fs::read_to_string(path).map_err(|e| usage(e.to_string()))?;
+            let map: IdMap = toml::from_str(&text).map_err(|e| usage(e.to_string()))?;
+            let dir = path.parent().unwrap_or(Path::new("."));
+            for (id, file) in map.ids {
+                let id: u32 = id
+                    .parse()
+                    .map_err(|_| usage(format!("{id:?} is not a schema id (a number)")))?;
+                let file = dir.join(file);
+                let schema = std::fs::read_to_string(&file)
+                    .map_err(|e| usage(format!("schema id {id}: {}: {e}", file.display())))?;
+                known.push((id, schema));
+            }
+        }
+        Ok(tandem_consumer::schemas::Schemas {
+            ids: known,
+            registry: self.registry()?,
+        })
     }
 }

@@ -10,7 +10,7 @@ use tandem_event::Framing;
 mod connect;
 mod migration;
 
-pub use connect::{CloudArgs, ConsumerStore, KafkaArgs, ProducerStore};
+pub use connect::{CloudArgs, ConsumerStore, KafkaArgs, ProducerStore, RegistryArgs};
 
 pub use migration::{
     AccountsAction, AccountsArgs, LifecycleArgs, MigrationStore, RouterArgs, SliceAction,
@@ -188,8 +188,14 @@ pub struct ProduceArgs {
     pub concurrency: usize,
     /// Write Confluent-framed messages with this registered schema id instead of Avro
     /// single-object encoding.
-    #[arg(long, env = "TANDEM_CONFLUENT_SCHEMA_ID")]
+    #[arg(
+        long,
+        env = "TANDEM_CONFLUENT_SCHEMA_ID",
+        conflicts_with = "schema_registry"
+    )]
     pub confluent_schema_id: Option<u32>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
     /// Create the topic (and its dead-letter topic) with this many partitions if missing, and
     /// report the topic's retention either way.
     #[arg(env = "TANDEM_CREATE_TOPIC", long)]
@@ -286,6 +292,13 @@ pub struct ConsumeArgs {
     pub sources: Option<PathBuf>,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// A TOML file naming the Avro schema of each Confluent schema id the topic may hold
+    /// (`[ids]` then `17 = "change_event.avsc"`, paths relative to the file), for readers
+    /// without a schema registry.
+    #[arg(long, env = "TANDEM_SCHEMA_IDS", value_name = "FILE")]
+    pub schema_ids: Option<PathBuf>,
     /// The consumer group.
     #[arg(long, env = "TANDEM_GROUP", default_value = "tandem-consumer")]
     pub group: String,
@@ -436,6 +449,13 @@ pub struct ReplayArgs {
     pub mapping: PathBuf,
     #[command(flatten)]
     pub kafka: KafkaArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+    /// A TOML file naming the Avro schema of each Confluent schema id the topic may hold
+    /// (`[ids]` then `17 = "change_event.avsc"`, paths relative to the file), for readers
+    /// without a schema registry.
+    #[arg(long, env = "TANDEM_SCHEMA_IDS", value_name = "FILE")]
+    pub schema_ids: Option<PathBuf>,
     #[command(flatten)]
     pub store: ConsumerStore,
     #[command(flatten)]

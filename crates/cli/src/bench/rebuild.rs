@@ -177,7 +177,7 @@ pub(super) async fn run(setup: Setup) -> anyhow::Result<i32> {
             partition: None,
             in_place: None,
         },
-    );
+    )?;
     let started = Instant::now();
     let report = replay.run(&CancellationToken::new(), |_| {}).await?;
     let seconds = started.elapsed().as_secs_f64();

@@ -37,6 +37,7 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
             concurrency: args.concurrency,
             max_in_flight: args.max_in_flight,
             lease_ttl: args.lease_ttl,
+            schemas: args.registry.schemas(args.schema_ids.as_deref())?,
         },
     )?;
     if args.migration.url.is_some() {

@@ -37,7 +37,7 @@ pub(super) async fn run_produce(args: ProduceArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    let producer = Producer::connect(&sources, &args.sources, args.options()?).await?;
+    let producer = Producer::connect(&sources, &args.sources, options(&args).await?).await?;
     if args.once {
         let published = producer.cycle().await?;
         eprintln!("published {published} events");
@@ -67,8 +67,12 @@ pub(super) async fn run_produce(args: ProduceArgs) -> anyhow::Result<i32> {
 
 pub(super) async fn run_snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {
     let sources = Sources::load(&args.produce.sources)?;
-    let producer =
-        Producer::connect(&sources, &args.produce.sources, args.produce.options()?).await?;
+    let producer = Producer::connect(
+        &sources,
+        &args.produce.sources,
+        options(&args.produce).await?,
+    )
+    .await?;
     let id = args
         .snapshot_id
         .unwrap_or_else(|| format!("{}-{}", args.account, tandem_producer::now_millis()));
@@ -148,4 +152,26 @@ pub(super) async fn run_publish(args: PublishArgs) -> anyhow::Result<i32> {
         rejected.len()
     );
     Ok(if rejected.is_empty() { 0 } else { 1 })
+}
+
+/// The producer's options; with a schema registry, its schema registered under
+/// `<topic>-value` and messages framed with the id the registry gives it.
+async fn options(args: &ProduceArgs) -> anyhow::Result<tandem_producer::Options> {
+    let mut options = args.options()?;
+    if let Some(registry) = args.registry.registry()? {
+        let subject = format!("{}-value", args.kafka.topic);
+        // The schema file as released; SCHEMA_FILES is a non-empty constant.
+        let (_, schema) = tandem_event::SCHEMA_FILES[tandem_event::SCHEMA_FILES.len() - 1];
+        let schema_id = registry
+            .register(&subject, schema)
+            .await
+            .with_context(|| format!("cannot register the change-event schema as {subject}"))?;
+        tracing::info!(
+            subject,
+            schema_id,
+            "schema registered; writing Confluent-framed messages"
+        );
+        options.framing = tandem_event::Framing::Confluent { schema_id };
+    }
+    Ok(options)
 }

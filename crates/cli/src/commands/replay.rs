@@ -64,6 +64,7 @@ pub(super) async fn run_replay(args: ReplayArgs) -> anyhow::Result<i32> {
                 topic: args.kafka.topic.clone(),
                 kafka: args.kafka.properties()?,
                 lease_ttl: args.lease_ttl,
+                schemas: args.registry.schemas(args.schema_ids.as_deref())?,
                 ..Default::default()
             },
             account: args.account.clone(),
@@ -73,7 +74,7 @@ pub(super) async fn run_replay(args: ReplayArgs) -> anyhow::Result<i32> {
             partition: args.partition,
             in_place: args.in_place.then(|| args.group.clone()),
         },
-    );
+    )?;
     let stop = shutdown_on_signal();
     let progress = Progress::new("replay: offsets");
     let (report, deleted) = if args.in_place {

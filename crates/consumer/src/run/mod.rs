@@ -16,9 +16,9 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::schemas::Decoder;
 use rdkafka::consumer::{BaseConsumer, Consumer as _, StreamConsumer};
 use rdkafka::producer::FutureProducer;
-use tandem_event::Codec;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -55,7 +55,7 @@ struct Inner {
     /// A client outside the group, for the watchdog's metadata and end-offset lookups.
     lookups: Arc<BaseConsumer>,
     dead_letters: FutureProducer,
-    codec: Codec,
+    decoder: Decoder,
     options: Options,
     stats: Arc<Stats>,
     tracker: Shared,
@@ -124,7 +124,7 @@ impl Consumer {
                 rejoin: tokio::sync::Notify::new(),
                 lookups: Arc::new(lookups),
                 dead_letters,
-                codec: Codec::default(),
+                decoder: Decoder::new(&options.schemas)?,
                 slots: Arc::new(Semaphore::new(options.max_in_flight)),
                 appliers: Semaphore::new(options.concurrency),
                 options,

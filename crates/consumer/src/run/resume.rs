@@ -59,7 +59,7 @@ impl Inner {
                     stuck = true;
                     break;
                 }
-                let (legacy, event) = match self.codec.decode(&bytes) {
+                let (legacy, event) = match self.decoder.decode(&bytes).await {
                     // Held under its target: it applies there, as it would have.
                     Ok(event) => (
                         event.account_id.clone(),

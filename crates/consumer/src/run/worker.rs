@@ -86,7 +86,11 @@ impl Inner {
             self.stats.already_applied.fetch_add(1, Ordering::Relaxed);
             return Ok(());
         }
-        let event = match self.codec.decode(message.payload().unwrap_or_default()) {
+        let event = match self
+            .decoder
+            .decode(message.payload().unwrap_or_default())
+            .await
+        {
             Ok(event) => event,
             Err(e) => {
                 self.begin(&key, offset, generation);
