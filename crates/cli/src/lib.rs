@@ -6,6 +6,7 @@ pub mod bench;
 pub mod commands;
 pub mod demo;
 pub mod exit;
+mod kafka;
 pub mod migrate;
 mod progress;
 pub mod secret;

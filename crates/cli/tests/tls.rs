@@ -71,21 +71,29 @@ impl Parts {
         })
     }
 
-    /// A producer run with only `flags` for the connection exits 3: it cannot reach the broker.
-    fn refused(&self, brokers: &str, flags: &[&str]) -> anyhow::Result<()> {
+    /// A producer run with only `flags` for the connection cannot reach the broker: it exits
+    /// `code`, 2 when the broker refused it (settings to fix), 3 when nothing answered.
+    fn refused(
+        &self,
+        brokers: &str,
+        flags: &[&str],
+        env: &[(&str, &str)],
+        code: i32,
+    ) -> anyhow::Result<String> {
         let out = tandem()
             .produce(&self.sources, brokers, &self.topic, &self.stores.url)
             .args(["--create-topic", "2", "--once"])
             .args(flags)
+            .envs(env.iter().copied())
             .stderr(std::process::Stdio::piped())
             .output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         ensure!(
-            out.status.code() == Some(3),
-            "exit {:?}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
+            out.status.code() == Some(code),
+            "exit {:?}: {stderr}",
+            out.status
         );
-        Ok(())
+        Ok(stderr)
     }
 
     /// The producer (creating the topic) and the consumer, connecting with `flags` and
@@ -164,7 +172,13 @@ async fn the_pipeline_and_a_replay_run_over_tls() -> anyhow::Result<()> {
     let ca = broker.ca_file.display().to_string();
     let tls = ["--kafka-security-protocol", "ssl", "--kafka-ca-file", &ca];
     // TLS without the test's CA: the broker's certificate is not trusted, nothing connects.
-    parts.refused(&broker.brokers, &["--kafka-security-protocol", "ssl"])?;
+    let untrusted = parts.refused(
+        &broker.brokers,
+        &["--kafka-security-protocol", "ssl"],
+        &[],
+        2,
+    )?;
+    ensure!(untrusted.contains("refused the connection"), "{untrusted}");
     let _running = parts.pipeline(&broker.brokers, &tls, &[]).await?;
 
     // A replay reads the topic over TLS too.
@@ -225,7 +239,19 @@ async fn the_pipeline_authenticates_with_sasl() -> anyhow::Result<()> {
         "--kafka-sasl-username",
         &broker.username,
     ];
-    parts.refused(&broker.brokers, &[])?;
+    parts.refused(&broker.brokers, &[], &[], 3)?;
+    // A wrong password stops the producer at once with the reason, rather than retrying.
+    let started = std::time::Instant::now();
+    let wrong = parts.refused(
+        &broker.brokers,
+        &sasl,
+        &[("TANDEM_KAFKA_SASL_PASSWORD", "not-the-password")],
+        2,
+    )?;
+    ensure!(
+        wrong.contains("refused the connection") && started.elapsed() < Duration::from_secs(25),
+        "{wrong}"
+    );
     let secret_env = [("TANDEM_KAFKA_SASL_PASSWORD_FILE", secret.as_os_str())];
     let _running = parts.pipeline(&broker.brokers, &sasl, &secret_env).await?;
     for log in ["producer.log", "consumer.log"] {

@@ -152,7 +152,7 @@ enum Kind {
     None,
     Static(HeaderName, HeaderValue),
     OAuth {
-        client: TokenClient,
+        client: Box<TokenClient>,
         scope: Option<String>,
         http: reqwest::Client,
         cached: Mutex<Option<Cached>>,
@@ -197,7 +197,7 @@ impl Credentials {
                     .set_client_secret(ClientSecret::new(client_secret.clone()))
                     .set_token_uri(token_url);
                 Kind::OAuth {
-                    client,
+                    client: Box::new(client),
                     scope: scope.clone(),
                     http: http.clone(),
                     cached: Mutex::new(None),

@@ -26,11 +26,12 @@ pub(super) async fn run_cloudsim(args: CloudsimArgs) -> anyhow::Result<i32> {
             .into())
         }
     };
-    let auth = (client.is_some() || static_token.is_some()).then(|| tandem_cloudsim::AuthOptions {
-        client,
-        token_ttl: args.token_ttl,
-        static_token,
-    });
+    let auth =
+        (client.is_some() || static_token.is_some()).then_some(tandem_cloudsim::AuthOptions {
+            client,
+            token_ttl: args.token_ttl,
+            static_token,
+        });
     let options = tandem_cloudsim::Options {
         database_url: args.database,
         faults: tandem_cloudsim::Faults {

@@ -16,6 +16,7 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
         let legacy = Legacy::connect(&Sources::load(path)?, path).await?;
         mapping.check_columns(&legacy.columns())?;
     }
+    crate::kafka::check(&args.kafka, super::produce::STARTUP_CHECK).await?;
     let store = Store::open(&args.store.url).await?;
     let client = args
         .cloud

@@ -3,8 +3,6 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use rdkafka::consumer::{BaseConsumer, Consumer as _};
-use rdkafka::ClientConfig;
 
 use crate::args::{HealthArgs, Role};
 
@@ -18,7 +16,7 @@ pub(super) async fn run_health(args: HealthArgs) -> anyhow::Result<i32> {
         .clone()
         .or_else(|| std::env::var(variable).ok())
         .unwrap_or_else(|| default.to_owned());
-    let broker = broker(&args, args.timeout);
+    let broker = crate::kafka::check(&args.kafka, args.timeout);
     let store = check_store(&store, args.timeout);
     let (broker, store) = tokio::join!(broker, store);
     let mut healthy = true;
@@ -36,24 +34,6 @@ pub(super) async fn run_health(args: HealthArgs) -> anyhow::Result<i32> {
     } else {
         crate::exit::FAILURE
     })
-}
-
-/// The brokers answer a metadata request.
-async fn broker(args: &HealthArgs, timeout: Duration) -> anyhow::Result<()> {
-    let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &args.kafka.brokers);
-    for (key, value) in args.kafka.properties()? {
-        config.set(key, value);
-    }
-    let consumer: BaseConsumer = config.create().context("cannot make a Kafka client")?;
-    let brokers = args.kafka.brokers.clone();
-    tokio::task::spawn_blocking(move || {
-        consumer
-            .fetch_metadata(None, timeout)
-            .map(drop)
-            .with_context(|| format!("no answer from {brokers}"))
-    })
-    .await?
 }
 
 /// The store opens and answers a query; it is never created.

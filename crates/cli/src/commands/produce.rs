@@ -10,8 +10,12 @@ use tandem_producer::{Outbox, Producer, Snapshot, TopicSettings};
 use crate::args::{ProduceArgs, PublishArgs, SnapshotArgs};
 use crate::shutdown_on_signal;
 
+/// How long a command waits at start-up for the brokers to answer.
+pub(super) const STARTUP_CHECK: Duration = Duration::from_secs(30);
+
 pub(super) async fn run_produce(args: ProduceArgs) -> anyhow::Result<i32> {
     let sources = Sources::load(&args.sources)?;
+    crate::kafka::check(&args.kafka, STARTUP_CHECK).await?;
     if let Some(partitions) = args.create_topic {
         let k = &args.kafka;
         let settings = TopicSettings {

@@ -41,6 +41,7 @@ pub(super) async fn run_replay(args: ReplayArgs) -> anyhow::Result<i32> {
     let sources = Sources::load(&args.sources)?;
     let legacy = Legacy::connect(&sources, &args.sources).await?;
     mapping.check_columns(&legacy.columns())?;
+    crate::kafka::check(&args.kafka, super::produce::STARTUP_CHECK).await?;
     let store = Store::open(&args.store.url).await?;
     let cloud = args
         .cloud
