@@ -240,12 +240,13 @@ async fn a_worker_that_lost_its_lease_records_nothing() -> anyhow::Result<()> {
         owner: owner.into(),
     };
     let (first, second) = (lease("first"), lease("second"));
-    let short = Duration::from_secs(1);
+    // Long enough that a loaded machine does not let it lapse between the first calls.
+    let short = Duration::from_secs(3);
     ensure!(store.try_lease(&first, "acme", short).await? == Grant::Taken);
     ensure!(store.try_lease(&first, "acme", short).await? == Grant::Renewed);
     ensure!(store.try_lease(&second, "acme", short).await? == Grant::Elsewhere);
     // The first worker stalls past its lease, and the second takes the account over.
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    tokio::time::sleep(Duration::from_millis(3300)).await;
     let long = Duration::from_secs(30);
     ensure!(store.try_lease(&second, "acme", long).await? == Grant::Taken);
 
