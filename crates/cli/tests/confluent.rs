@@ -8,8 +8,8 @@ use std::time::Duration;
 use anyhow::ensure;
 use tandem_consumer::CloudClient;
 use tandem_testkit::{
-    brokers, read_until_quiet, seeded_legacy, topic, until_clean, Cloud, PgDatabase, Running,
-    Seeded, Tandem,
+    brokers, read_until_quiet, seeded_legacy, topic, until_clean, Cloud, PgDatabase, ReplayParts,
+    Running, Seeded, Tandem,
 };
 
 fn tandem() -> Tandem {
@@ -61,31 +61,17 @@ async fn confluent_pipeline(
     );
 
     let into = format!("{}-copy", accounts[0]);
+    let parts = ReplayParts {
+        sources: &sources,
+        mapping: &mapping,
+        brokers: &brokers,
+        topic: &topic,
+        store: &stores.url,
+        cloud: &cloud.url,
+    };
     let out = tandem()
-        .command()
-        .args([
-            "replay",
-            "--account",
-            &accounts[0],
-            "--into",
-            &into,
-            "--json",
-        ])
-        .arg("--sources")
-        .arg(&sources)
-        .arg("--mapping")
-        .arg(&mapping)
-        .args([
-            "--brokers",
-            &brokers,
-            "--topic",
-            &topic,
-            "--store",
-            &stores.url,
-        ])
-        .args(["--cloud-url", &cloud.url])
+        .replay(&accounts[0], &into, parts)
         .args(&reader)
-        .env("TANDEM_LOG", "warn")
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     ensure!(

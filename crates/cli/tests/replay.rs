@@ -9,7 +9,8 @@ use rand::Rng as _;
 use tandem_consumer::verify::Totals;
 use tandem_consumer::CloudClient;
 use tandem_testkit::{
-    brokers, seeded_legacy, topic, until_clean, Cloud, PgDatabase, Running, Seeded, Tandem,
+    brokers, seeded_legacy, topic, until_clean, Cloud, PgDatabase, ReplayParts, Running, Seeded,
+    Tandem,
 };
 
 fn tandem() -> Tandem {
@@ -53,25 +54,16 @@ async fn a_replay_killed_three_times_and_run_again_creates_nothing_twice() -> an
 
     let into = format!("{account}-rebuilt");
     let replay = || {
-        let mut command = tandem().command();
-        command
-            .args(["replay", "--account", &account, "--into", &into, "--json"])
-            .arg("--sources")
-            .arg(&sources)
-            .arg("--mapping")
-            .arg(&mapping)
-            .args([
-                "--brokers",
-                &brokers,
-                "--topic",
-                &topic,
-                "--store",
-                &stores.url,
-            ])
-            .args(["--cloud-url", &cloud.url])
-            .env("TANDEM_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let parts = ReplayParts {
+            sources: &sources,
+            mapping: &mapping,
+            brokers: &brokers,
+            topic: &topic,
+            store: &stores.url,
+            cloud: &cloud.url,
+        };
+        let mut command = tandem().replay(&account, &into, parts);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
         command
     };
     let mut rng = rand::rng();
@@ -212,31 +204,17 @@ async fn a_rebuild_in_place_after_the_store_was_lost_keeps_every_cloud_id() -> a
             anyhow::Ok(())
         }
     });
+    let parts = ReplayParts {
+        sources: &sources,
+        mapping: &mapping,
+        brokers: &brokers,
+        topic: &topic,
+        store: &consumer_store,
+        cloud: &cloud.url,
+    };
     let out = tandem()
-        .command()
-        .args([
-            "replay",
-            "--account",
-            &account,
-            "--into",
-            &account,
-            "--in-place",
-        ])
-        .args(["--group", &format!("{topic}-group"), "--json"])
-        .arg("--sources")
-        .arg(&sources)
-        .arg("--mapping")
-        .arg(&mapping)
-        .args([
-            "--brokers",
-            &brokers,
-            "--topic",
-            &topic,
-            "--store",
-            &consumer_store,
-        ])
-        .args(["--cloud-url", &cloud.url])
-        .env("TANDEM_LOG", "warn")
+        .replay(&account, &account, parts)
+        .args(["--in-place", "--group", &format!("{topic}-group")])
         .output()?;
     changing.await??;
     let stdout = String::from_utf8_lossy(&out.stdout);

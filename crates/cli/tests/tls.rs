@@ -16,7 +16,7 @@ use tandem_consumer::{CloudAccess, CloudAuth, CloudClient};
 use tandem_testkit::notes::{expect, pg_notes, short};
 use tandem_testkit::{
     brokers, read_until_quiet, seeded_legacy, topic, unique, until_clean, workload, Cloud,
-    PgDatabase, Running, SaslBroker, Seeded, Tandem, TlsBroker, TlsPostgres,
+    PgDatabase, ReplayParts, Running, SaslBroker, Seeded, Tandem, TlsBroker, TlsPostgres,
 };
 
 fn tandem() -> Tandem {
@@ -140,6 +140,19 @@ impl Parts {
         Ok(running)
     }
 
+    /// A replay of the first account into `into`, reading from `brokers` with `store`.
+    fn replay(&self, brokers: &str, store: &str, into: &str) -> std::process::Command {
+        let parts = ReplayParts {
+            sources: &self.sources,
+            mapping: &self.mapping,
+            brokers,
+            topic: &self.topic,
+            store,
+            cloud: &self.cloud.url,
+        };
+        tandem().replay(&self.accounts[0], into, parts)
+    }
+
     /// Waits until the cloud equals the legacy data.
     async fn until_clean(&self) -> anyhow::Result<()> {
         let client =
@@ -161,13 +174,7 @@ async fn the_pipeline_and_a_replay_run_over_tls() -> anyhow::Result<()> {
     let broker = TlsBroker::start().await?;
     let parts = Parts::new("tls").await?;
     let Parts {
-        topic,
-        stores,
-        cloud,
-        accounts,
-        sources,
-        mapping,
-        ..
+        stores, accounts, ..
     } = &parts;
     let ca = broker.ca_file.display().to_string();
     let tls = ["--kafka-security-protocol", "ssl", "--kafka-ca-file", &ca];
@@ -183,31 +190,9 @@ async fn the_pipeline_and_a_replay_run_over_tls() -> anyhow::Result<()> {
 
     // A replay reads the topic over TLS too.
     let into = format!("{}-copy", accounts[0]);
-    let out = tandem()
-        .command()
-        .args([
-            "replay",
-            "--account",
-            &accounts[0],
-            "--into",
-            &into,
-            "--json",
-        ])
-        .arg("--sources")
-        .arg(sources)
-        .arg("--mapping")
-        .arg(mapping)
-        .args([
-            "--brokers",
-            &broker.brokers,
-            "--topic",
-            topic,
-            "--store",
-            &stores.url,
-        ])
-        .args(["--cloud-url", &cloud.url])
+    let out = parts
+        .replay(&broker.brokers, &stores.url, &into)
         .args(tls)
-        .env("TANDEM_LOG", "warn")
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))?;
@@ -439,31 +424,8 @@ async fn a_full_run_over_tls_with_credentials_keeps_every_secret_out_of_its_logs
 
     // A replay over SASL, HTTPS with OAuth2 and the TLS store.
     let into = format!("{}-copy", parts.accounts[0]);
-    let mut replay = tandem().command();
-    replay
-        .args([
-            "replay",
-            "--account",
-            &parts.accounts[0],
-            "--into",
-            &into,
-            "--json",
-        ])
-        .arg("--sources")
-        .arg(&parts.sources)
-        .arg("--mapping")
-        .arg(&parts.mapping)
-        .args([
-            "--brokers",
-            &broker.brokers,
-            "--topic",
-            &parts.topic,
-            "--store",
-            &stores.1,
-        ])
-        .args(["--cloud-url", &parts.cloud.url])
-        .args(sasl)
-        .envs(env.iter().copied());
+    let mut replay = parts.replay(&broker.brokers, &stores.1, &into);
+    replay.args(sasl).envs(env.iter().copied());
     let (code, out) = run(&mut replay)?;
     ensure!(
         code == Some(0) && out.contains(r#""drift":{"missing":0,"extra":0,"different":0}"#),

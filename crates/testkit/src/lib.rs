@@ -34,6 +34,6 @@ pub use consumer::{drained, ConsumerSetup, TestConsumer};
 pub use events::contact;
 pub use infra::{brokers, postgres_url, topic, unique, Cloud, PgDatabase, TlsPostgres};
 pub use legacy::{drift_report, seeded_legacy, until_clean, verify_all, workload, Seeded};
-pub use process::{log_to, sigterm, Running, Tandem};
+pub use process::{log_to, sigterm, ReplayParts, Running, Tandem};
 pub use reader::{read_events, read_until_quiet, Reader};
 pub use tls::{SaslBroker, TlsBroker};

@@ -63,6 +63,35 @@ impl Tandem {
     }
 }
 
+/// What a replay reads and where it applies: the sources and mapping files, the broker and
+/// topic, the consumer's store and the cloud.
+#[derive(Debug, Clone, Copy)]
+pub struct ReplayParts<'a> {
+    pub sources: &'a Path,
+    pub mapping: &'a Path,
+    pub brokers: &'a str,
+    pub topic: &'a str,
+    pub store: &'a str,
+    pub cloud: &'a str,
+}
+
+impl Tandem {
+    /// `tandem replay --account ACCOUNT --into INTO --json` over `parts`, logging warnings.
+    pub fn replay(&self, account: &str, into: &str, parts: ReplayParts<'_>) -> Command {
+        let mut command = self.command();
+        command
+            .args(["replay", "--account", account, "--into", into, "--json"])
+            .arg("--sources")
+            .arg(parts.sources)
+            .arg("--mapping")
+            .arg(parts.mapping)
+            .args(["--brokers", parts.brokers, "--topic", parts.topic])
+            .args(["--store", parts.store, "--cloud-url", parts.cloud])
+            .env("TANDEM_LOG", "warn");
+        command
+    }
+}
+
 /// Appends a child's output to `path` (nowhere if it cannot be opened).
 pub fn log_to(path: &Path) -> Stdio {
     std::fs::OpenOptions::new()
