@@ -148,7 +148,7 @@ pub struct DemoArgs {
     pub brokers: Option<String>,
     /// Store for the producer and consumer (`sqlite://…` or `postgres://…`); SQLite files in
     /// the demo directory by default.
-    #[arg(long, env = "TANDEM_STORE")]
+    #[arg(long, env = "TANDEM_STORE", hide_env_values = true)]
     pub store: Option<String>,
     /// Partitions of the demo topic.
     #[arg(env = "TANDEM_DEMO_PARTITIONS", long, default_value_t = 4)]
@@ -501,7 +501,7 @@ pub struct VerifyArgs {
     pub into: Option<String>,
     /// The consumer's store: when given, parked accounts are reported with their reasons
     /// beside the drift (a parked account's later events wait there, not in the cloud).
-    #[arg(long, env = "TANDEM_CONSUMER_STORE")]
+    #[arg(long, env = "TANDEM_CONSUMER_STORE", hide_env_values = true)]
     pub store: Option<String>,
     /// Print one JSON object instead of a table.
     #[arg(long)]

@@ -110,6 +110,34 @@ fn every_flag_has_an_environment_variable_of_its_own() {
     );
 }
 
+/// A variable that may hold a URL with a password, or librdkafka properties with one, is not
+/// shown by `--help`.
+#[test]
+fn help_hides_the_values_of_variables_that_may_hold_secrets() {
+    let mut shown = Vec::new();
+    for (path, arg) in flags() {
+        let Some(env) = arg.get_env().map(|e| e.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        let may_hold_secret = env.ends_with("_STORE")
+            || env.ends_with("_URL") && !env.ends_with("TOKEN_URL")
+            || env == "TANDEM_KAFKA_PROPERTIES"
+            || env == "TANDEM_SCHEMA_REGISTRY";
+        if may_hold_secret && !arg.is_hide_env_values_set() {
+            shown.push(format!(
+                "{path} --{} ({env})",
+                arg.get_long().unwrap_or_default()
+            ));
+        }
+    }
+    shown.dedup();
+    assert!(
+        shown.is_empty(),
+        "--help shows the values of:\n{}",
+        shown.join("\n")
+    );
+}
+
 #[test]
 fn every_command_line_is_well_formed() {
     // Clap checks names, flags and defaults of every command only when it is built.
