@@ -36,6 +36,9 @@ pub struct Producer {
     /// of running to its end, and accounts not started yet are left for next time. Cleared
     /// when `run` returns, so cycles called afterwards run in full.
     stopping: AtomicBool,
+    /// Leases this instance holds, with when each runs out by its own clock: a lease with more
+    /// than two thirds of its time left is not renewed, so an idle cycle writes nothing.
+    pub(crate) held: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl Producer {
@@ -94,6 +97,7 @@ impl Producer {
             owner,
             notify_channel,
             stopping: AtomicBool::new(false),
+            held: Default::default(),
         })
     }
 
@@ -178,6 +182,10 @@ impl Producer {
         }
         tasks.wait().await;
         self.stopping.store(false, Ordering::Relaxed);
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         for account in self.legacy.accounts().await.unwrap_or_default() {
             if let Err(e) = self.store.release(&account, &self.owner).await {
                 warn!(account, error = %e, "cannot release the lease");

@@ -57,8 +57,7 @@ impl Producer {
         if self.is_stopping() {
             return Ok(0);
         }
-        let ttl = self.options.lease_ttl;
-        if !self.store.try_lease(account, &self.owner, ttl).await? {
+        if !self.hold_lease(account).await? {
             return Ok(0);
         }
         let mut state = self.store.account(account).await?;
@@ -185,6 +184,37 @@ impl Producer {
         event.data = Some(row.data.clone());
         event.occurred_at = row.occurred_at.unwrap_or(detected_at);
         event
+    }
+
+    /// Takes the account's lease, or renews it once a third of its time is gone; a lease with
+    /// more left is held without a write to the store. The time left is reckoned from before
+    /// the store was asked, so it never outlasts what the store recorded.
+    async fn hold_lease(&self, account: &str) -> Result<bool> {
+        let ttl = self.options.lease_ttl;
+        let now = std::time::Instant::now();
+        if self
+            .held_leases()
+            .get(account)
+            .is_some_and(|until| *until > now + ttl * 2 / 3)
+        {
+            return Ok(true);
+        }
+        let taken = self.store.try_lease(account, &self.owner, ttl).await?;
+        let mut held = self.held_leases();
+        if taken {
+            held.insert(account.to_owned(), now + ttl);
+        } else {
+            held.remove(account);
+        }
+        Ok(taken)
+    }
+
+    fn held_leases(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::time::Instant>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(super) fn lease(&self) -> Option<(&str, std::time::Duration)> {
