@@ -54,18 +54,6 @@ pub enum RegistryError {
     },
 }
 
-impl RegistryError {
-    /// Worth asking again: the registry could not be reached or failed on its side.
-    fn is_transient(&self) -> bool {
-        match self {
-            RegistryError::Http { .. } => true,
-            RegistryError::Status { status, .. } => {
-                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
-            }
-        }
-    }
-}
-
 impl SchemaRegistry {
     /// The registry at `base`, with HTTP Basic credentials where it needs them (an API key
     /// and secret, on managed registries).
@@ -162,8 +150,9 @@ impl Decoder {
     }
 
     /// The event in `bytes`. An unknown schema id is asked of the registry, again and again
-    /// while it cannot answer (the partition waits rather than dead-lettering events a
-    /// registry outage would make unreadable); an id the registry does not have is an error.
+    /// while it cannot answer or refuses (an outage or wrong registry credentials make the
+    /// partition wait rather than dead-letter events); an id the registry does not have is
+    /// an error.
     pub(crate) async fn decode(&self, bytes: &[u8]) -> tandem_event::Result<ChangeEvent> {
         match (self.codec.decode(bytes), &self.registry) {
             (Err(tandem_event::Error::UnknownSchemaId { id }), Some(registry)) => {
@@ -175,7 +164,6 @@ impl Decoder {
                             .with_max_delay(Duration::from_secs(30))
                             .without_max_times(),
                     )
-                    .when(RegistryError::is_transient)
                     .notify(|error, delay| warn!(%error, ?delay, id, "cannot look the schema id up; trying again"))
                     .await;
                 match found {
@@ -184,8 +172,7 @@ impl Decoder {
                         info!(id, "learned a schema id from the registry");
                         self.codec.decode(bytes)
                     }
-                    Ok(None) => Err(tandem_event::Error::UnknownSchemaId { id }),
-                    Err(error) => Err(tandem_event::Error::Body(error.to_string())),
+                    Ok(None) | Err(_) => Err(tandem_event::Error::UnknownSchemaId { id }),
                 }
             }
             (decoded, _) => decoded,
