@@ -99,6 +99,10 @@ pub struct DemoReport {
     /// Legacy delete → resource deleted in the cloud (per cloudsim's audit log), for root
     /// rows deleted during the run: deletes are found by the producer's delete check.
     pub delete_latency_ms: Latency,
+    /// The latency split by stage, for the same changes as `latency_ms`.
+    pub stages: tandem_consumer::StagePercentiles,
+    /// Found by the producer → acknowledged by the broker: part of the `deliver` stage.
+    pub acknowledge_ms: tandem_event::Percentiles,
 }
 
 impl DemoReport {
@@ -270,7 +274,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     // The workload, with a progress line every second.
     let started = Instant::now();
     // Latency of the changes made while the pipeline runs; the seed rows predate it.
-    cstats.measure_latency_from(tandem_event::now_millis());
+    let since = tandem_event::now_millis();
+    cstats.stages.measure_from(since);
+    pstats.acknowledge.measure_from(since);
     let interval = Duration::from_secs_f64(1.0 / f64::from(options.rate.max(1)));
     let mut tick = tokio::time::interval(interval);
     let mut next_report = Duration::from_secs(1);
@@ -372,10 +378,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         duplicates: totals.duplicates,
         parked,
         latency_ms: Latency {
-            count: usize::try_from(cstats.latency_count()).unwrap_or(usize::MAX),
-            p50: cstats.latency_at(0.50),
-            p99: cstats.latency_at(0.99),
+            count: usize::try_from(cstats.stages.end_to_end.count()).unwrap_or(usize::MAX),
+            p50: cstats.stages.end_to_end.at(0.50),
+            p99: cstats.stages.end_to_end.at(0.99),
         },
+        stages: cstats.stages.percentiles(),
+        acknowledge_ms: pstats.acknowledge.percentiles(),
         delete_latency_ms,
     })
 }

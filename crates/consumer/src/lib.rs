@@ -39,5 +39,5 @@ pub use client::{ApiError, AuditEntry, CloudClient, Fence};
 pub use error::{Disposition, Error, Result};
 pub use options::Options;
 pub use run::Consumer;
-pub use stats::Stats;
+pub use stats::{StagePercentiles, Stages, Stats};
 pub use store::{Bookkeeping, Grant, LeaseId, MirrorRow, Position, SnapshotMark, Store};

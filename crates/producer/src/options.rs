@@ -22,6 +22,9 @@ pub struct Options {
     pub kafka: Vec<(String, String)>,
     /// How often the differencing check looks for deleted rows.
     pub delete_check_interval: Duration,
+    /// How often `run` looks for accounts in the shared legacy tables (a read of every
+    /// table's account column); [`Producer::cycle`](crate::Producer::cycle) always looks.
+    pub discover_interval: Duration,
     /// How long an account's lease lasts without renewal; another instance takes the account
     /// over this long after its holder died.
     pub lease_ttl: Duration,
@@ -44,6 +47,7 @@ impl Default for Options {
             framing: Framing::SingleObject,
             kafka: Vec::new(),
             delete_check_interval: Duration::from_secs(30),
+            discover_interval: Duration::from_secs(60),
             lease_ttl: Duration::from_secs(30),
             grace: Duration::from_secs(30),
             migration_url: None,

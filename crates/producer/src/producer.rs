@@ -39,6 +39,8 @@ pub struct Producer {
     /// Leases this instance holds, with when each runs out by its own clock: a lease with more
     /// than two thirds of its time left is not renewed, so an idle cycle writes nothing.
     pub(crate) held: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// The accounts found last, and when (see [`Options::discover_interval`]).
+    discovered: std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
 }
 
 impl Producer {
@@ -98,6 +100,7 @@ impl Producer {
             notify_channel,
             stopping: AtomicBool::new(false),
             held: Default::default(),
+            discovered: Default::default(),
         })
     }
 
@@ -153,7 +156,7 @@ impl Producer {
             if only.is_none() {
                 next_full = tokio::time::Instant::now() + self.options.interval;
             }
-            let cycle = self.cycle_some(only.take());
+            let cycle = self.cycle_some(only.take(), false);
             tokio::pin!(cycle);
             tokio::select! {
                 result = &mut cycle => {
@@ -186,7 +189,7 @@ impl Producer {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clear();
-        for account in self.legacy.accounts().await.unwrap_or_default() {
+        for account in self.accounts(false).await.unwrap_or_default() {
             if let Err(e) = self.store.release(&account, &self.owner).await {
                 warn!(account, error = %e, "cannot release the lease");
             }
@@ -198,17 +201,53 @@ impl Producer {
     /// One cycle over every account, `concurrency` accounts at a time. Returns the number of
     /// events published; an account that fails does not stop the others.
     pub async fn cycle(&self) -> Result<u64> {
-        self.cycle_some(None).await
+        self.cycle_some(None, true).await
     }
 
-    /// One cycle over `only` these accounts, or over every account.
-    async fn cycle_some(&self, only: Option<BTreeSet<String>>) -> Result<u64> {
-        let mut accounts = self.legacy.accounts().await?;
+    /// The accounts to watch: those found within the discovery interval, unless `fresh`
+    /// asks to look again.
+    async fn accounts(&self, fresh: bool) -> Result<Vec<String>> {
+        let discovered = || {
+            self.discovered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if !fresh {
+            if let Some((at, accounts)) = &*discovered() {
+                if at.elapsed() < self.options.discover_interval {
+                    return Ok(accounts.clone());
+                }
+            }
+        }
+        let accounts = self.legacy.accounts().await?;
+        *discovered() = Some((std::time::Instant::now(), accounts.clone()));
+        Ok(accounts)
+    }
+
+    /// One cycle over `only` these accounts, or over every account; `fresh` looks for
+    /// accounts again whatever the discovery interval says.
+    async fn cycle_some(&self, only: Option<BTreeSet<String>>, fresh: bool) -> Result<u64> {
+        let mut accounts = self.accounts(fresh).await?;
+        let unknown = |accounts: &[String], only: &BTreeSet<String>| {
+            only.iter().any(|a| !accounts.contains(a))
+        };
+        if only.as_ref().is_some_and(|only| unknown(&accounts, only)) {
+            // A notification named an account not found yet: look again.
+            accounts = self.accounts(true).await?;
+        }
         if let Some(only) = only {
             // A notification may name an account the sources do not watch.
             accounts.retain(|account| only.contains(account));
         }
         let found: HashSet<String> = accounts.iter().cloned().collect();
+        // Accounts with nothing to find are told apart all at once, and skipped.
+        let quiet = self.quiet_accounts(&accounts).await.unwrap_or_else(|e| {
+            warn!(error = %e, "cannot tell which accounts are quiet; every account gets its cycle");
+            HashSet::new()
+        });
+        self.stats
+            .quiet
+            .fetch_add(quiet.len() as u64, Ordering::Relaxed);
         let plan = self.plan(accounts).await?;
         // The next account is chosen when a slot frees up, so that one enrolled by
         // migrate-now meanwhile goes before the rest.
@@ -219,6 +258,9 @@ impl Producer {
         loop {
             while running.len() < self.options.concurrency.max(1) {
                 match self.next_account(&mut plan, &found, &mut started).await {
+                    Ok(Some(account)) if quiet.contains(&account) => {
+                        results.push((account, Ok(0)));
+                    }
                     Ok(Some(account)) => running.push(async move {
                         let result = self.cycle_account(&account).await;
                         (account, result)

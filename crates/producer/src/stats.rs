@@ -2,6 +2,8 @@
 
 use std::sync::atomic::AtomicU64;
 
+use tandem_event::Latencies;
+
 /// Counters a caller can watch while the producer runs.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -10,4 +12,10 @@ pub struct Stats {
     pub failed_cycles: AtomicU64,
     pub deletes: AtomicU64,
     pub restores: AtomicU64,
+    /// Account cycles skipped because the account was quiet: nothing new, nothing due.
+    pub quiet: AtomicU64,
+    /// Found by the detector → acknowledged by the broker, per event, in milliseconds: the
+    /// producer's side of the consumer's `deliver` stage. A batch's events count when its
+    /// last one is acknowledged.
+    pub acknowledge: Latencies,
 }

@@ -218,6 +218,11 @@ pub struct ProduceArgs {
     /// How often the differencing check looks for deleted rows (e.g. 30s, 5m).
     #[arg(long, env = "TANDEM_DELETE_CHECK_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub delete_check_interval: Duration,
+    /// How often accounts are looked for in the shared legacy tables, which reads every
+    /// table's account column (a new account is enrolled at most this long after its first
+    /// row; an account named by a notification is looked for at once).
+    #[arg(long, env = "TANDEM_DISCOVER_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub discover_interval: Duration,
     /// Lease on an account's cycles; another instance takes an account over this long after
     /// its holder died.
     #[arg(long, env = "TANDEM_LEASE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -246,6 +251,7 @@ impl ProduceArgs {
             },
             kafka: self.kafka.properties()?,
             delete_check_interval: self.delete_check_interval,
+            discover_interval: self.discover_interval,
             lease_ttl: self.lease_ttl,
             grace: self.grace,
             migration_url: self.migration.url.clone(),

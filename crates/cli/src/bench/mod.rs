@@ -2,12 +2,20 @@
 //!
 //! - [`detector`]: what change detection costs on one large account;
 //! - [`rebuild`]: rebuilding an account from a topic that holds many others;
-//! - [`route`]: the router's answer on loopback.
+//! - [`route`]: the router's answer on loopback;
+//! - [`pipeline`]: events/s from the topic to the cloud, beside cloudsim's raw capacity;
+//! - [`latency`]: legacy commit → cloud, stage by stage, at steady rates.
+//!
+//! The pipeline benches run against a real broker (Tansu, started by [`rig`]), the stores, and
+//! cloudsim in its own process over HTTP.
 
 use clap::{Args, Subcommand};
 
 mod detector;
+mod latency;
+mod pipeline;
 mod rebuild;
+mod rig;
 mod route;
 
 #[derive(Debug, Args)]
@@ -52,6 +60,37 @@ pub enum Bench {
         #[arg(long)]
         json: bool,
     },
+    /// Events/s from the topic to the cloud: --events contact creates of --accounts accounts,
+    /// published first, then applied by the consumer (Tansu, the store, cloudsim over HTTP);
+    /// beside it, the same documents sent to a fresh cloudsim by a plain HTTP load at the
+    /// consumer's concurrency. `ratio` is Tandem's rate over the raw one (goal: at least 0.8).
+    Pipeline {
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        #[arg(long, default_value_t = 200)]
+        accounts: usize,
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+        #[command(flatten)]
+        rig: RigArgs,
+    },
+    /// Legacy commit → visible in the cloud, stage by stage (detect, deliver, apply, end to
+    /// end; and the broker's acknowledgement), with steady changes spread over --accounts
+    /// accounts at each of --rates changes/s for --seconds each, then verified. Goal: at
+    /// 1,000 changes/s, p99 under 1 s and p50 under 150 ms.
+    Latency {
+        #[arg(long, default_value_t = 1_000)]
+        accounts: usize,
+        /// Changes per second, one phase each, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "200,1000")]
+        rates: Vec<u32>,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[arg(long, default_value_t = 16)]
+        partitions: i32,
+        #[command(flatten)]
+        rig: RigArgs,
+    },
     /// The router's answer: --requests `GET /v1/route/{account}` one after another over one
     /// loopback connection, against a migration store of --accounts accounts in every state.
     Route {
@@ -65,8 +104,57 @@ pub enum Bench {
     },
 }
 
+/// What a pipeline bench runs against.
+#[derive(Debug, Args)]
+pub struct RigArgs {
+    /// Brokers to use instead of a Tansu broker the bench starts (TANDEM_TANSU, or where the
+    /// test command installs it, or `tansu` on PATH).
+    #[arg(long)]
+    brokers: Option<String>,
+    /// The producer's and consumer's store (e.g. a PostgreSQL URL); SQLite files by default.
+    #[arg(long)]
+    store: Option<String>,
+    /// Print one JSON line.
+    #[arg(long)]
+    json: bool,
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
     match args.which {
+        Bench::Pipeline {
+            events,
+            accounts,
+            partitions,
+            rig,
+        } => {
+            pipeline::run(pipeline::Setup {
+                events,
+                accounts: accounts.max(1),
+                partitions: partitions.max(1),
+                brokers: rig.brokers,
+                store: rig.store,
+                json: rig.json,
+            })
+            .await
+        }
+        Bench::Latency {
+            accounts,
+            rates,
+            seconds,
+            partitions,
+            rig,
+        } => {
+            latency::run(latency::Setup {
+                accounts: accounts.max(1),
+                rates,
+                seconds,
+                partitions: partitions.max(1),
+                brokers: rig.brokers,
+                store: rig.store,
+                json: rig.json,
+            })
+            .await
+        }
         Bench::Detector { rows, cycles, json } => detector::run(rows, cycles, json).await,
         Bench::Route {
             accounts,

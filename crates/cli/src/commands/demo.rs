@@ -38,6 +38,11 @@ pub(super) async fn run_demo(args: DemoArgs) -> anyhow::Result<i32> {
             report.delete_latency_ms.p50,
             report.delete_latency_ms.p99,
         );
+        let s = &report.stages;
+        println!(
+            "p99 by stage: detect {} ms, deliver {} ms (broker acknowledgement {} ms), apply {} ms",
+            s.detect_ms.p99, s.deliver_ms.p99, report.acknowledge_ms.p99, s.apply_ms.p99,
+        );
     }
     Ok(if report.is_clean() { 0 } else { 1 })
 }

@@ -70,6 +70,8 @@ pub(super) struct Work {
     pub(super) partition: (String, i32),
     pub(super) message: OwnedMessage,
     pub(super) event: ChangeEvent,
+    /// When the message was read from Kafka (epoch millis).
+    pub(super) read_ms: i64,
     /// A place among the events in flight; returned when the work is done or abandoned.
     pub(super) _slot: OwnedSemaphorePermit,
 }

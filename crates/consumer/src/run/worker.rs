@@ -69,6 +69,7 @@ impl Inner {
         message: OwnedMessage,
         slot: OwnedSemaphorePermit,
     ) -> Result<()> {
+        let read_ms = now_millis();
         let key = (message.topic().to_owned(), message.partition());
         let offset = message.offset();
         let (generation, stored) = self.partition_next(&key).await?;
@@ -132,6 +133,7 @@ impl Inner {
             partition: key.clone(),
             message,
             event,
+            read_ms,
             _slot: slot,
         };
         if let Some(p) = tracker.partitions.get_mut(&key) {
@@ -268,7 +270,7 @@ impl Inner {
                 .await
             {
                 Ok(outcome) => {
-                    self.record(event, outcome);
+                    self.record(event, outcome, work.read_ms);
                     if let (Kind::SnapshotEnd, Some(id)) = (event.kind, &event.snapshot_id) {
                         let legacy = message.key().map(String::from_utf8_lossy);
                         let legacy = legacy.as_deref().unwrap_or(&event.account_id);
@@ -367,11 +369,13 @@ impl Inner {
         }
     }
 
-    pub(super) fn record(&self, event: &ChangeEvent, outcome: Outcome) {
+    /// Counts an event the consumer is done with; an applied one's stages are recorded from
+    /// `read_ms`, when it was read from Kafka (or from the parked account's held events).
+    pub(super) fn record(&self, event: &ChangeEvent, outcome: Outcome, read_ms: i64) {
         match outcome {
             Outcome::Applied => {
                 self.stats.applied.fetch_add(1, Ordering::Relaxed);
-                self.stats.record_latency(event.occurred_at, now_millis());
+                self.stats.stages.record(event, read_ms, now_millis());
             }
             Outcome::Skipped => {
                 self.stats.skipped.fetch_add(1, Ordering::Relaxed);

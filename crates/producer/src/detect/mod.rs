@@ -7,7 +7,8 @@
 //!   left over by a lost checkpoint;
 //! - [`differences`]: the differencing check itself;
 //! - [`restore`]: restore signals and the reconcile that follows;
-//! - [`snapshot`]: snapshots, on enrolment and on request.
+//! - [`snapshot`]: snapshots, on enrolment and on request;
+//! - [`quiet`]: accounts whose cycle would find nothing, told apart all at once.
 
 use tandem_event::{ChangeEvent, Kind};
 use tracing::info;
@@ -18,6 +19,7 @@ use crate::{now_millis, Producer, Result};
 
 mod deletes;
 mod differences;
+mod quiet;
 mod restore;
 mod scan;
 mod snapshot;

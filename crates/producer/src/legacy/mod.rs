@@ -131,6 +131,14 @@ impl Legacy {
         &self.tables
     }
 
+    /// Which legacy database holds the account: "" for the shared one, else the account.
+    pub fn database_key<'a>(&self, account: &'a str) -> &'a str {
+        match self.layout {
+            Layout::Shared { .. } => "",
+            Layout::PerAccount(_) => account,
+        }
+    }
+
     fn database(&self, account: &str) -> Result<&Database> {
         let key = match self.layout {
             Layout::Shared { .. } => "",

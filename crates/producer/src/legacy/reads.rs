@@ -1,11 +1,17 @@
 //! Reading rows: the version scan, whole accounts, and the queries behind restore signals.
 
+use std::collections::HashMap;
+
 use tandem_event::Value;
 
+use crate::config::Layout;
 use crate::{Error, Result};
 
 use super::database::Pool;
 use super::{quote, Bind, Legacy, LegacyRow};
+
+/// Accounts asked about in one statement of [`Legacy::max_versions`].
+const MAX_VERSIONS_PER_STATEMENT: usize = 500;
 
 impl Legacy {
     /// The PostgreSQL snapshot bounds `(xmin, xmax)`: every transaction below `xmin` has ended;
@@ -81,6 +87,67 @@ impl Legacy {
             Some(Value::Long(v)) => *v,
             _ => 0,
         })
+    }
+
+    /// For each of `accounts`, the highest version in each table (in [`Legacy::tables`]'
+    /// order; 0 for an empty table). On a shared database one statement answers for many
+    /// accounts at once, an index lookup per account and table inside it; a database of its
+    /// own is asked account by account.
+    pub async fn max_versions(&self, accounts: &[String]) -> Result<HashMap<String, Vec<i64>>> {
+        let mut found = HashMap::with_capacity(accounts.len());
+        let db = match self.layout {
+            Layout::Shared { .. } => self.database("")?,
+            Layout::PerAccount(_) => {
+                for account in accounts {
+                    let mut versions = Vec::with_capacity(self.tables.len());
+                    for table in &self.tables {
+                        versions.push(self.max_version(account, &table.name).await?);
+                    }
+                    found.insert(account.clone(), versions);
+                }
+                return Ok(found);
+            }
+        };
+        let Some((column, param)) = &db.account_filter else {
+            return Ok(found);
+        };
+        let matches = format!("{column} = {}", param.replace("$N", "a.account"));
+        let maxima = db
+            .tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                format!(
+                    "(SELECT MAX({}) FROM {} WHERE {matches}) AS v{i}",
+                    quote(&t.config.version_column),
+                    quote(&t.config.name)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        for chunk in accounts.chunks(MAX_VERSIONS_PER_STATEMENT) {
+            let values = (1..=chunk.len())
+                .map(|i| format!("(CAST(${i} AS TEXT))"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "WITH a(account) AS (VALUES {values}) SELECT a.account AS account, {maxima} FROM a"
+            );
+            let binds: Vec<Bind> = chunk.iter().map(|a| Bind::Text(a.clone())).collect();
+            for row in db.query(&sql, &binds).await? {
+                let Some(Value::String(account)) = row.get("account") else {
+                    continue;
+                };
+                let versions = (0..db.tables.len())
+                    .map(|i| match row.get(&format!("v{i}")) {
+                        Some(Value::Long(v)) => *v,
+                        _ => 0,
+                    })
+                    .collect();
+                found.insert(account.clone(), versions);
+            }
+        }
+        Ok(found)
     }
 
     /// Rows of `table` for `account` with a version in `(after, upto]`, in version order.

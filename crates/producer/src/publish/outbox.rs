@@ -111,6 +111,12 @@ impl Outbox {
 
     async fn publish(&self, events: &[ChangeEvent]) -> Result<()> {
         self.publisher.publish(events).await?;
+        let acknowledged = tandem_event::now_millis();
+        for event in events {
+            self.stats
+                .acknowledge
+                .record(event.occurred_at, event.detected_at, acknowledged);
+        }
         self.stats
             .published
             .fetch_add(events.len() as u64, Ordering::Relaxed);

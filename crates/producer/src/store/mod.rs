@@ -10,6 +10,7 @@
 //!
 //! Checkpoints are written only after Kafka acknowledged what they stand for.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -95,7 +96,58 @@ pub(super) async fn set_account(
     Ok(())
 }
 
+/// What a cycle needs to know of an account to tell it has nothing to do (see
+/// [`Store::account_views`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AccountView {
+    pub enrolled: bool,
+    pub identity: Option<String>,
+    pub deletes_checked_at: i64,
+    /// Keys unsettled, a snapshot asked for, or PostgreSQL transactions in flight at a read.
+    pub pending: bool,
+    /// Table → high-water mark.
+    pub high_water: HashMap<String, i64>,
+}
+
 impl Store {
+    /// Every account's [`AccountView`], in two statements whatever the number of accounts.
+    pub async fn account_views(&self) -> Result<HashMap<String, AccountView>> {
+        self.count(2);
+        type Columns = (String, i64, Option<String>, i64, i64);
+        let rows: Vec<Columns> = sqlx::query_as(
+            "SELECT a.account, a.enrolled, a.identity, a.deletes_checked_at, \
+             CASE WHEN EXISTS (SELECT 1 FROM producer_unsettled u WHERE u.account = a.account) \
+             OR EXISTS (SELECT 1 FROM producer_snapshot_requests r WHERE r.account = a.account) \
+             OR EXISTS (SELECT 1 FROM producer_inflight i WHERE i.account = a.account) \
+             THEN 1 ELSE 0 END FROM producer_accounts a",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut views: HashMap<String, AccountView> = rows
+            .into_iter()
+            .map(|(account, enrolled, identity, deletes_checked_at, pending)| {
+                let view = AccountView {
+                    enrolled: enrolled != 0,
+                    identity,
+                    deletes_checked_at,
+                    pending: pending != 0,
+                    high_water: HashMap::new(),
+                };
+                (account, view)
+            })
+            .collect();
+        let marks: Vec<(String, String, i64)> =
+            sqlx::query_as("SELECT account, entity_type, high_water FROM producer_high_water")
+                .fetch_all(&self.pool)
+                .await?;
+        for (account, table, high_water) in marks {
+            if let Some(view) = views.get_mut(&account) {
+                view.high_water.insert(table, high_water);
+            }
+        }
+        Ok(views)
+    }
+
     pub async fn open(url: &str) -> Result<Self> {
         let pool = tandem_sql::open_migrated(url, sqlx::migrate!())
             .await
