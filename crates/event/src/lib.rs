@@ -22,5 +22,5 @@ mod latency;
 
 pub use codec::{Codec, Framing, SCHEMA_FILES};
 pub use error::{Error, Result};
-pub use latency::{Latencies, Percentiles, MAX_LATENCY_MS};
 pub use event::{canonical_key, event_id, now_millis, ChangeEvent, Kind, Row, Value};
+pub use latency::{Latencies, Percentiles, MAX_LATENCY_MS};

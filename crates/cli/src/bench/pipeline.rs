@@ -41,7 +41,9 @@ pub(super) async fn run(setup: Setup) -> anyhow::Result<i32> {
     let topic = format!("bench-pipeline-{suffix}");
     broker.topic(&topic, setup.partitions).await?;
     let publisher = Publisher::connect(&broker.brokers, &topic, Codec::default(), &[]).await?;
-    let events: Vec<ChangeEvent> = (0..setup.events).map(|i| created(i, setup.accounts)).collect();
+    let events: Vec<ChangeEvent> = (0..setup.events)
+        .map(|i| created(i, setup.accounts))
+        .collect();
     for chunk in events.chunks(2_000) {
         publisher.publish(chunk).await?;
     }
@@ -52,9 +54,10 @@ pub(super) async fn run(setup: Setup) -> anyhow::Result<i32> {
 
     // Tandem: the consumer from the topic's start to the last event applied.
     let cloud = Cloud::start(dir.path(), "cloud-tandem").await?;
-    let store_url = setup.store.clone().unwrap_or_else(|| {
-        format!("sqlite://{}", dir.path().join("consumer.db").display())
-    });
+    let store_url = setup
+        .store
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("consumer.db").display()));
     let store = Store::open(&store_url).await?;
     let mapping = Arc::new(Mapping::parse(
         tandem_workload::MAPPING,
@@ -83,7 +86,11 @@ pub(super) async fn run(setup: Setup) -> anyhow::Result<i32> {
     // The clock starts once the consumer has its partitions: the group's first join is not
     // the pipeline's speed.
     let joining = Instant::now();
-    while stats.assigned_partitions.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+    while stats
+        .assigned_partitions
+        .load(std::sync::atomic::Ordering::Relaxed)
+        == 0
+    {
         if task.is_finished() || joining.elapsed() > Duration::from_secs(60) {
             anyhow::bail!("the consumer did not join its group within 60 s");
         }
@@ -215,4 +222,3 @@ fn created(i: usize, accounts: usize) -> ChangeEvent {
     );
     event
 }
-

@@ -59,7 +59,13 @@ impl Broker {
         let url = format!("tcp://127.0.0.1:{port}");
         let log = std::fs::File::create(dir.join("tansu.log"))?;
         let child = Command::new(&binary)
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
             .args(["--storage-engine", "memory://tansu/"])
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -232,6 +238,6 @@ mod tests {
         let usage = stretch.usage();
         assert!(usage.cpu_s >= 0.0);
         assert!(usage.peak_rss_mb > 1.0, "{usage:?}");
-        assert!(process_cpu_seconds("/proc/self/stat").unwrap() > 0.0);
+        assert!(process_cpu_seconds("/proc/self/stat").is_some_and(|cpu| cpu > 0.0));
     }
 }

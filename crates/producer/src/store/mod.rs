@@ -125,16 +125,18 @@ impl Store {
         .await?;
         let mut views: HashMap<String, AccountView> = rows
             .into_iter()
-            .map(|(account, enrolled, identity, deletes_checked_at, pending)| {
-                let view = AccountView {
-                    enrolled: enrolled != 0,
-                    identity,
-                    deletes_checked_at,
-                    pending: pending != 0,
-                    high_water: HashMap::new(),
-                };
-                (account, view)
-            })
+            .map(
+                |(account, enrolled, identity, deletes_checked_at, pending)| {
+                    let view = AccountView {
+                        enrolled: enrolled != 0,
+                        identity,
+                        deletes_checked_at,
+                        pending: pending != 0,
+                        high_water: HashMap::new(),
+                    };
+                    (account, view)
+                },
+            )
             .collect();
         let marks: Vec<(String, String, i64)> =
             sqlx::query_as("SELECT account, entity_type, high_water FROM producer_high_water")
