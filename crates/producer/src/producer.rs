@@ -241,10 +241,11 @@ impl Producer {
         }
         let found: HashSet<String> = accounts.iter().cloned().collect();
         // Accounts with nothing to find are told apart all at once, and skipped.
-        let quiet = self.quiet_accounts(&accounts).await.unwrap_or_else(|e| {
+        let round = self.round(&accounts).await.unwrap_or_else(|e| {
             warn!(error = %e, "cannot tell which accounts are quiet; every account gets its cycle");
-            HashSet::new()
+            crate::detect::Round::default()
         });
+        let (quiet, mut known) = (round.quiet, round.known);
         self.stats
             .quiet
             .fetch_add(quiet.len() as u64, Ordering::Relaxed);
@@ -261,10 +262,13 @@ impl Producer {
                     Ok(Some(account)) if quiet.contains(&account) => {
                         results.push((account, Ok(0)));
                     }
-                    Ok(Some(account)) => running.push(async move {
-                        let result = self.cycle_account(&account).await;
-                        (account, result)
-                    }),
+                    Ok(Some(account)) => {
+                        let known = known.remove(&account);
+                        running.push(async move {
+                            let result = self.cycle_account_knowing(&account, known).await;
+                            (account, result)
+                        });
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         results.push(("(the migration's plan)".to_owned(), Err(e)));

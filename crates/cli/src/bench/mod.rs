@@ -4,7 +4,8 @@
 //! - [`rebuild`]: rebuilding an account from a topic that holds many others;
 //! - [`route`]: the router's answer on loopback;
 //! - [`pipeline`]: events/s from the topic to the cloud, beside cloudsim's raw capacity;
-//! - [`latency`]: legacy commit → cloud, stage by stage, at steady rates.
+//! - [`latency`]: legacy commit → cloud, stage by stage, at steady rates;
+//! - [`idle`]: what an idle producer costs, in a small shared database and a large one.
 //!
 //! The pipeline benches run against a real broker (Tansu, started by [`rig`]), the stores, and
 //! cloudsim in its own process over HTTP.
@@ -12,6 +13,7 @@
 use clap::{Args, Subcommand};
 
 mod detector;
+mod idle;
 mod latency;
 mod pipeline;
 mod rebuild;
@@ -91,6 +93,23 @@ pub enum Bench {
         #[command(flatten)]
         rig: RigArgs,
     },
+    /// What an idle producer costs: --accounts accounts of --rows-per-account rows watched in
+    /// a shared SQLite legacy database, enrolled, then one round of cycles measured (time,
+    /// statements, rows read); again once the database holds --total-rows rows (the rest of
+    /// accounts not watched); then the producer's CPU share over --seconds with no changes.
+    /// Goals: under 2 % of a core, and the same cost per account at both sizes.
+    Idle {
+        #[arg(long, default_value_t = 1_000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 100)]
+        rows_per_account: usize,
+        #[arg(long, default_value_t = 10_000_000)]
+        total_rows: usize,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        #[command(flatten)]
+        rig: RigArgs,
+    },
     /// The router's answer: --requests `GET /v1/route/{account}` one after another over one
     /// loopback connection, against a migration store of --accounts accounts in every state.
     Route {
@@ -131,6 +150,24 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
                 events,
                 accounts: accounts.max(1),
                 partitions: partitions.max(1),
+                brokers: rig.brokers,
+                store: rig.store,
+                json: rig.json,
+            })
+            .await
+        }
+        Bench::Idle {
+            accounts,
+            rows_per_account,
+            total_rows,
+            seconds,
+            rig,
+        } => {
+            idle::run(idle::Setup {
+                accounts: accounts.max(1),
+                rows_per_account: rows_per_account.max(1),
+                total_rows,
+                seconds: seconds.max(1),
                 brokers: rig.brokers,
                 store: rig.store,
                 json: rig.json,

@@ -25,6 +25,7 @@ mod scan;
 mod snapshot;
 
 pub use differences::Differences;
+pub(crate) use quiet::{Known, Round};
 pub use restore::RestoreSignal;
 pub use snapshot::Snapshot;
 
@@ -55,6 +56,16 @@ impl Producer {
 
     /// One cycle of one account, if this instance gets (or holds) the account's lease.
     pub async fn cycle_account(&self, account: &str) -> Result<u64> {
+        self.cycle_account_knowing(account, None).await
+    }
+
+    /// One cycle of one account, with what its round read of it already (see
+    /// [`Known`]): the highest versions and the high-water marks are not read again.
+    pub(crate) async fn cycle_account_knowing(
+        &self,
+        account: &str,
+        known: Option<Known>,
+    ) -> Result<u64> {
         // Stopping: accounts not started yet wait for the next run.
         if self.is_stopping() {
             return Ok(0);
@@ -64,10 +75,13 @@ impl Producer {
         }
         let mut state = self.store.account(account).await?;
         let bounds = self.legacy.snapshot_bounds(account).await?;
-        let upto = self.max_version(account).await?;
+        let upto = match &known {
+            Some(known) => known.upto(),
+            None => self.max_version(account).await?,
+        };
         let identity = self.legacy.identity(account).await?;
         let (signal, suspect) = self
-            .restore_signal(account, &state, upto, &identity)
+            .restore_signal(account, &state, upto, &identity, known.as_ref())
             .await?;
         if let Some(signal) = signal {
             return self.restore(account, state, signal).await;
@@ -101,8 +115,19 @@ impl Producer {
         if state.unsettled {
             published += self.settle(account, &state, upto).await?;
         }
-        for table in self.legacy.tables() {
-            match self.scan(account, &state, table, upto, bounds).await? {
+        for (i, table) in self.legacy.tables().iter().enumerate() {
+            let high_water = known.as_ref().map(|k| k.high_water(&table.name));
+            let unchanged = known.as_ref().is_some_and(|k| {
+                k.maxima.get(i).copied().unwrap_or(0) <= k.high_water(&table.name)
+            });
+            if unchanged && bounds.is_none() {
+                // Nothing above the mark in this table (and no transaction to watch for).
+                continue;
+            }
+            match self
+                .scan(account, &state, table, upto, bounds, high_water)
+                .await?
+            {
                 Step::Published(n) => published += n,
                 Step::Restored(signal) => {
                     return Ok(published + self.restore(account, state, signal).await?)

@@ -18,6 +18,38 @@ use std::collections::{HashMap, HashSet};
 
 use crate::{now_millis, Producer, Result};
 
+/// What a round found out about the accounts it looked at.
+#[derive(Debug, Default)]
+pub(crate) struct Round {
+    /// Accounts whose cycle would find nothing.
+    pub quiet: HashSet<String>,
+    /// For accounts that are not quiet and whose lease this instance held all along: what the
+    /// round read, so their cycle need not read it again.
+    pub known: HashMap<String, Known>,
+}
+
+/// An account's highest legacy versions and high-water marks, read at the start of a round.
+/// Only this instance writes the marks while it holds the lease, so they stay true for the
+/// round; the versions may have moved on since, and the cycle reads up to them as its bound.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Known {
+    /// Per table, in [`crate::legacy::Legacy::tables`]' order.
+    pub maxima: Vec<i64>,
+    /// Table → high-water mark (0 when absent).
+    pub high_water: HashMap<String, i64>,
+}
+
+impl Known {
+    pub fn high_water(&self, table: &str) -> i64 {
+        self.high_water.get(table).copied().unwrap_or(0)
+    }
+
+    /// The highest version in any table: the cycle's bound.
+    pub fn upto(&self) -> i64 {
+        self.maxima.iter().copied().max().unwrap_or(0)
+    }
+}
+
 /// What one legacy database says once per cycle, for all the accounts it holds.
 struct DatabaseFacts {
     open_transactions: bool,
@@ -26,8 +58,18 @@ struct DatabaseFacts {
 }
 
 impl Producer {
-    /// Those of `accounts` whose cycle would find nothing (see the module's documentation).
-    pub(crate) async fn quiet_accounts(&self, accounts: &[String]) -> Result<HashSet<String>> {
+    /// Those of `accounts` whose cycle would find nothing (see the module's documentation),
+    /// and what was read of the others.
+    pub(crate) async fn round(&self, accounts: &[String]) -> Result<Round> {
+        // Leases held now, with time left: until they run out nobody else writes the marks.
+        let held: HashSet<String> = {
+            let now = std::time::Instant::now();
+            self.held_leases()
+                .iter()
+                .filter(|(_, until)| **until > now)
+                .map(|(account, _)| account.clone())
+                .collect()
+        };
         let views = self.store.account_views().await?;
         let candidates: Vec<String> = accounts
             .iter()
@@ -35,17 +77,24 @@ impl Producer {
             .cloned()
             .collect();
         if candidates.is_empty() {
-            return Ok(HashSet::new());
+            return Ok(Round::default());
         }
         let maxima = self.legacy.max_versions(&candidates).await?;
+        let mut round = Round::default();
         let due_after = self.options.delete_check_interval.as_millis() as i64;
         let now = now_millis();
         let mut facts: HashMap<String, DatabaseFacts> = HashMap::new();
-        let mut quiet = HashSet::new();
         for account in candidates {
             let (Some(view), Some(maxima)) = (views.get(&account), maxima.get(&account)) else {
                 continue;
             };
+            if held.contains(&account) {
+                let known = Known {
+                    maxima: maxima.clone(),
+                    high_water: view.high_water.clone(),
+                };
+                round.known.insert(account.clone(), known);
+            }
             if now - view.deletes_checked_at >= due_after {
                 continue;
             }
@@ -77,9 +126,10 @@ impl Producer {
             };
             let counter_ok = facts.version_counter.is_none_or(|c| c >= high_water);
             if !facts.open_transactions && same_identity && counter_ok {
-                quiet.insert(account);
+                round.known.remove(&account);
+                round.quiet.insert(account);
             }
         }
-        Ok(quiet)
+        Ok(round)
     }
 }

@@ -32,6 +32,7 @@ impl Producer {
         state: &AccountState,
         upto: i64,
         identity: &Option<String>,
+        known: Option<&super::Known>,
     ) -> Result<(Option<RestoreSignal>, bool)> {
         if let (Some(from), Some(to)) = (&state.identity, identity) {
             if from != to {
@@ -44,7 +45,11 @@ impl Producer {
         }
         let mut high_water = 0;
         for table in self.legacy.tables() {
-            high_water = high_water.max(self.store.high_water(account, &table.name).await?);
+            let mark = match known {
+                Some(known) => known.high_water(&table.name),
+                None => self.store.high_water(account, &table.name).await?,
+            };
+            high_water = high_water.max(mark);
         }
         match self.legacy.version_counter(account).await? {
             Some(current) if current < high_water => Ok((

@@ -11,6 +11,7 @@ use crate::{now_millis, Producer, Result};
 impl Producer {
     /// The version scan of one table: rows above the high-water mark (and, on PostgreSQL,
     /// above the low-water mark of transactions still open at an earlier read) up to `upto`.
+    /// `known_high_water` is the table's mark when the round read it already.
     pub(super) async fn scan(
         &self,
         account: &str,
@@ -18,8 +19,12 @@ impl Producer {
         table: &Table,
         upto: i64,
         bounds: Option<(i64, i64)>,
+        known_high_water: Option<i64>,
     ) -> Result<Step> {
-        let high_water = self.store.high_water(account, &table.name).await?;
+        let high_water = match known_high_water {
+            Some(high_water) => high_water,
+            None => self.store.high_water(account, &table.name).await?,
+        };
         let mut after = high_water;
         if bounds.is_some() {
             for (_, low_water) in self.store.inflight(account, &table.name).await? {

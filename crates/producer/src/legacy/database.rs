@@ -2,7 +2,7 @@
 //! queries run against it.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -13,7 +13,7 @@ use crate::config::{Sources, Table};
 use crate::{Error, Result};
 
 use super::decode::{decode_postgres, decode_sqlite};
-use super::{config_error, quote, LegacyRow};
+use super::{config_error, quote, Counters, LegacyRow};
 
 #[derive(Debug, Clone)]
 pub(super) enum Pool {
@@ -32,7 +32,7 @@ pub(super) struct TableInfo {
 #[derive(Debug)]
 pub(super) struct Database {
     pub(super) url: String,
-    pub(super) queries: Arc<AtomicU64>,
+    pub(super) queries: Arc<Counters>,
     pub(super) pool: Pool,
     pub(super) tables: Vec<TableInfo>,
     /// For a shared database: the account column and the SQL that binds an account to it.
@@ -97,7 +97,7 @@ impl Database {
         sources: &Sources,
         account_column: Option<&String>,
         origin: &Path,
-        queries: &Arc<AtomicU64>,
+        queries: &Arc<Counters>,
     ) -> Result<Self> {
         let connect_error = |source: sqlx::Error| Error::Connect {
             what: "legacy database",
@@ -285,8 +285,12 @@ impl Database {
         }
     }
 
+    fn count_rows(&self, rows: usize) {
+        self.queries.rows.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+
     pub(super) async fn query(&self, sql: &str, binds: &[Bind]) -> Result<Vec<Row>> {
-        self.queries.fetch_add(1, Ordering::Relaxed);
+        self.queries.queries.fetch_add(1, Ordering::Relaxed);
         let query_error = |source| Error::Query {
             url: self.url.clone(),
             source,
@@ -301,6 +305,7 @@ impl Database {
                     };
                 }
                 let rows = query.fetch_all(pool).await.map_err(query_error)?;
+                self.count_rows(rows.len());
                 rows.iter().map(decode_sqlite).collect::<Result<_, _>>()
             }
             Pool::Postgres(pool) => {
@@ -312,6 +317,7 @@ impl Database {
                     };
                 }
                 let rows = query.fetch_all(pool).await.map_err(query_error)?;
+                self.count_rows(rows.len());
                 rows.iter().map(decode_postgres).collect::<Result<_, _>>()
             }
         }

@@ -30,6 +30,13 @@ mod reads;
 
 use database::{Bind, Database, Pool};
 
+/// Statements issued and rows returned, across the legacy databases (for benchmarks).
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    pub(super) queries: AtomicU64,
+    pub(super) rows: AtomicU64,
+}
+
 /// One legacy row as the detector sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LegacyRow {
@@ -43,7 +50,7 @@ pub struct LegacyRow {
 #[derive(Debug)]
 pub struct Legacy {
     layout: Layout,
-    queries: Arc<AtomicU64>,
+    counters: Arc<Counters>,
     identity_query: Option<String>,
     version_query: Option<String>,
     /// Shared layout: one entry keyed by "". Per-account layout: one per account.
@@ -71,7 +78,7 @@ impl Legacy {
     /// Connects to the legacy database(s) and checks every configured table and column exists.
     pub async fn connect(sources: &Sources, origin: &Path) -> Result<Self> {
         let layout = sources.layout(origin)?;
-        let queries = Arc::<AtomicU64>::default();
+        let queries = Arc::<Counters>::default();
         let mut databases = BTreeMap::new();
         match &layout {
             Layout::Shared {
@@ -94,7 +101,7 @@ impl Legacy {
         }
         Ok(Legacy {
             layout,
-            queries,
+            counters: queries,
             identity_query: sources.legacy.identity_query.clone(),
             version_query: sources.legacy.version_query.clone(),
             databases,
@@ -104,7 +111,12 @@ impl Legacy {
 
     /// Statements issued against the legacy database(s) so far (for benchmarks).
     pub fn queries(&self) -> u64 {
-        self.queries.load(Ordering::Relaxed)
+        self.counters.queries.load(Ordering::Relaxed)
+    }
+
+    /// Rows the legacy database(s) returned so far (for benchmarks).
+    pub fn rows_read(&self) -> u64 {
+        self.counters.rows.load(Ordering::Relaxed)
     }
 
     /// Whether the account's database is PostgreSQL (where transactions can commit versions
