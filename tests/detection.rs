@@ -331,3 +331,74 @@ async fn a_notification_wakes_the_detector_before_its_interval() -> anyhow::Resu
     pg.close().await?;
     db.drop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_skips_quiet_accounts_and_still_finds_every_change() -> anyhow::Result<()> {
+    let (brokers, dir) = (brokers()?, tempfile::tempdir()?);
+    let topic = topic(&brokers, 1).await?;
+    let notes = Notes::create(dir.path()).await?;
+    let accounts: Vec<String> = (0..40).map(|i| format!("quiet-{i:02}")).collect();
+    for account in &accounts {
+        notes.insert(account, 1..=3).await?;
+    }
+    let origin = Path::new("sources.toml");
+    let producer = Producer::connect(
+        &Sources::parse(&notes.sources("", ""), origin)?,
+        origin,
+        tandem_producer::Options {
+            brokers: brokers.clone(),
+            topic: topic.clone(),
+            store_url: format!("sqlite://{}", dir.path().join("producer.db").display()),
+            // Not due during the test: a round finds deletes only where a newest row went.
+            delete_check_interval: Duration::from_secs(3600),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let reader = Reader::new(&brokers, &topic)?;
+    let round = |expected: usize| {
+        let (producer, reader) = (&producer, &reader);
+        async move {
+            let published = producer.cycle().await? as usize;
+            ensure!(published == expected, "published {published}, not {expected}");
+            let events = reader.take(published).await?;
+            Ok::<_, anyhow::Error>(
+                events
+                    .iter()
+                    .map(|(key, e)| format!("{key} {}", short(e)))
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    // Enrolment: every account's snapshot, then a round with each account's first
+    // differencing check, which finds nothing.
+    round(40 * 5).await?;
+    round(0).await?;
+
+    // A round over 40 quiet accounts: looking for accounts and their highest versions in the
+    // legacy database, their states and marks in the store; no account's own cycle runs.
+    let statements = |p: &Producer| (p.legacy().queries(), p.store().queries());
+    let before = statements(&producer);
+    round(0).await?;
+    let after = statements(&producer);
+    ensure!(
+        (after.0 - before.0, after.1 - before.1) == (2, 2),
+        "an idle round over 40 accounts took {} legacy and {} store statements",
+        after.0 - before.0,
+        after.1 - before.1
+    );
+
+    // A change in one account is found, and only there.
+    notes.update("quiet-17", 2).await?;
+    ensure!(round(1).await? == expect(&["quiet-17 U notes/2@0"]));
+    // Another account's newest row deleted: its highest version fell below the mark, so the
+    // account is not quiet, and its cycle checks for deletes at once.
+    notes.delete("quiet-05", [3]).await?;
+    ensure!(round(1).await? == expect(&["quiet-05 D notes/3@0"]));
+    // Quiet again.
+    let before = statements(&producer);
+    round(0).await?;
+    let after = statements(&producer);
+    ensure!((after.0 - before.0, after.1 - before.1) == (2, 2));
+    Ok(())
+}
