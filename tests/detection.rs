@@ -360,7 +360,10 @@ async fn a_round_skips_quiet_accounts_and_still_finds_every_change() -> anyhow::
         let (producer, reader) = (&producer, &reader);
         async move {
             let published = producer.cycle().await? as usize;
-            ensure!(published == expected, "published {published}, not {expected}");
+            ensure!(
+                published == expected,
+                "published {published}, not {expected}"
+            );
             let events = reader.take(published).await?;
             Ok::<_, anyhow::Error>(
                 events
