@@ -12,7 +12,7 @@ use tandem_producer::config::Sources;
 use tandem_producer::Producer;
 use tokio_util::sync::CancellationToken;
 
-use super::rig::{self, Broker, Stretch};
+use super::rig::{self, Bench, Stretch};
 
 #[derive(Debug, Clone)]
 pub(super) struct Setup {
@@ -22,9 +22,6 @@ pub(super) struct Setup {
     pub total_rows: usize,
     /// How long the idle producer's CPU is watched.
     pub seconds: u64,
-    pub brokers: Option<String>,
-    pub store: Option<String>,
-    pub json: bool,
 }
 
 /// The goals: an idle producer under 2 % of a core, and a round that costs as much
@@ -43,20 +40,10 @@ struct Round {
     legacy_rows_read: u64,
 }
 
-pub(super) async fn run(setup: Setup) -> anyhow::Result<i32> {
-    let dir = tempfile::tempdir()?;
-    let say = |line: String| {
-        if !setup.json {
-            eprintln!("bench idle: {line}");
-        }
-    };
-    let broker = Broker::start(setup.brokers.clone(), dir.path()).await?;
-    let topic = format!(
-        "bench-idle-{}-{}",
-        std::process::id(),
-        tandem_event::now_millis()
-    );
-    broker.topic(&topic, 16).await?;
+pub(super) async fn run(setup: Setup, rig: super::RigArgs) -> anyhow::Result<i32> {
+    let bench = Bench::start("idle", rig, 16).await?;
+    let (dir, broker) = (&bench.dir, &bench.broker);
+    let say = |line: String| bench.say(line);
 
     let legacy = tandem_workload::LegacyDb::create(&dir.path().join("legacy.db")).await?;
     let watched = setup.accounts * setup.rows_per_account;
@@ -78,17 +65,14 @@ pub(super) async fn run(setup: Setup) -> anyhow::Result<i32> {
     // looking for accounts.
     let unlisted = Sources::parse(&tandem_workload::sources_for(&legacy.url), origin)?;
     let discovery = tandem_producer::legacy::Legacy::connect(&unlisted, origin).await?;
-    let store_url = setup
-        .store
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("producer.db").display()));
+    let store_url = bench.store_url("producer.db");
     let producer = Arc::new(
         Producer::connect(
             &sources,
             origin,
             tandem_producer::Options {
                 brokers: broker.brokers.clone(),
-                topic,
+                topic: bench.topic.clone(),
                 store_url,
                 ..Default::default()
             },
@@ -155,7 +139,7 @@ pub(super) async fn run(setup: Setup) -> anyhow::Result<i32> {
         "cpu_s": usage.cpu_s,
         "peak_rss_mb": usage.peak_rss_mb,
     });
-    rig::print(&out, setup.json)?;
+    bench.print(&out)?;
     Ok(0)
 }
 

@@ -15,7 +15,7 @@ use tandem_producer::config::Sources;
 use tandem_producer::Producer;
 use tokio_util::sync::CancellationToken;
 
-use super::rig::{self, Broker, Cloud, Stretch};
+use super::rig::{self, Bench, Cloud, Stretch};
 use crate::verify::verify_accounts;
 
 /// How the bench runs.
@@ -26,9 +26,6 @@ pub(super) struct Setup {
     pub rates: Vec<u32>,
     pub seconds: u64,
     pub partitions: i32,
-    pub brokers: Option<String>,
-    pub store: Option<String>,
-    pub json: bool,
 }
 
 /// The goals at 1,000 changes/s: p99 under a second, p50 under 150 ms.
@@ -38,17 +35,10 @@ const GOAL_P50_MS: u64 = 150;
 /// the last phase are found by one more check before the final verify.
 const DELETE_CHECK: Duration = Duration::from_secs(30);
 
-pub(super) async fn run(setup: Setup) -> anyhow::Result<i32> {
-    let dir = tempfile::tempdir()?;
-    let say = |line: String| {
-        if !setup.json {
-            eprintln!("bench latency: {line}");
-        }
-    };
-    let broker = Broker::start(setup.brokers.clone(), dir.path()).await?;
-    let suffix = format!("{}-{}", std::process::id(), tandem_event::now_millis());
-    let topic = format!("bench-latency-{suffix}");
-    broker.topic(&topic, setup.partitions).await?;
+pub(super) async fn run(setup: Setup, rig: super::RigArgs) -> anyhow::Result<i32> {
+    let bench = Bench::start("latency", rig, setup.partitions).await?;
+    let (dir, broker, topic, suffix) = (&bench.dir, &bench.broker, &bench.topic, &bench.suffix);
+    let say = |line: String| bench.say(line);
 
     let mut rng = tandem_workload::rng(7);
     let legacy = tandem_workload::LegacyDb::create(&dir.path().join("legacy.db")).await?;
@@ -61,12 +51,7 @@ pub(super) async fn run(setup: Setup) -> anyhow::Result<i32> {
     say(format!("seeded {} accounts", accounts.len()));
 
     let cloud = Cloud::start(dir.path(), "cloud").await?;
-    let store_url = |name: &str| {
-        setup
-            .store
-            .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join(name).display()))
-    };
+    let store_url = |name: &str| bench.store_url(name);
     let origin = Path::new("deploy/demo/sources.toml");
     let sources = Sources::parse(&tandem_workload::sources_for(&legacy.url), origin)?;
     let producer = Arc::new(
@@ -205,7 +190,7 @@ pub(super) async fn run(setup: Setup) -> anyhow::Result<i32> {
         "accounts": setup.accounts,
         "seconds_per_rate": setup.seconds,
         "partitions": setup.partitions,
-        "store": if setup.store.is_some() { "postgres" } else { "sqlite" },
+        "store": bench.store_kind(),
         "goal": format!("at_1000.end_to_end_ms.p99 < {GOAL_P99_MS} and p50 < {GOAL_P50_MS}"),
         "met": goal_met.map_or(Json::Null, Json::Bool),
         "drift": totals.drift,
@@ -217,7 +202,7 @@ pub(super) async fn run(setup: Setup) -> anyhow::Result<i32> {
     if let Some(map) = out.as_object_mut() {
         map.extend(phases);
     }
-    rig::print(&out, setup.json)?;
+    bench.print(&out)?;
     let clean = totals.drift == Default::default() && totals.duplicates == 0;
     Ok(if clean { 0 } else { 1 })
 }

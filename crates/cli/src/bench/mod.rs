@@ -146,14 +146,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             partitions,
             rig,
         } => {
-            pipeline::run(pipeline::Setup {
-                events,
-                accounts: accounts.max(1),
-                partitions: partitions.max(1),
-                brokers: rig.brokers,
-                store: rig.store,
-                json: rig.json,
-            })
+            pipeline::run(
+                pipeline::Setup {
+                    events,
+                    accounts: accounts.max(1),
+                    partitions: partitions.max(1),
+                },
+                rig,
+            )
             .await
         }
         Bench::Idle {
@@ -163,15 +163,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             seconds,
             rig,
         } => {
-            idle::run(idle::Setup {
-                accounts: accounts.max(1),
-                rows_per_account: rows_per_account.max(1),
-                total_rows,
-                seconds: seconds.max(1),
-                brokers: rig.brokers,
-                store: rig.store,
-                json: rig.json,
-            })
+            idle::run(
+                idle::Setup {
+                    accounts: accounts.max(1),
+                    rows_per_account: rows_per_account.max(1),
+                    total_rows,
+                    seconds: seconds.max(1),
+                },
+                rig,
+            )
             .await
         }
         Bench::Latency {
@@ -181,15 +181,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             partitions,
             rig,
         } => {
-            latency::run(latency::Setup {
-                accounts: accounts.max(1),
-                rates,
-                seconds,
-                partitions: partitions.max(1),
-                brokers: rig.brokers,
-                store: rig.store,
-                json: rig.json,
-            })
+            latency::run(
+                latency::Setup {
+                    accounts: accounts.max(1),
+                    rates,
+                    seconds,
+                    partitions: partitions.max(1),
+                },
+                rig,
+            )
             .await
         }
         Bench::Detector { rows, cycles, json } => detector::run(rows, cycles, json).await,

@@ -13,7 +13,7 @@ use tandem_event::{ChangeEvent, Codec, Kind, Value};
 use tandem_producer::Publisher;
 use tokio_util::sync::CancellationToken;
 
-use super::rig::{self, Broker, Cloud, Stretch};
+use super::rig::{self, Bench, Cloud, Stretch};
 
 /// How big the bench is.
 #[derive(Debug, Clone)]
@@ -21,26 +21,16 @@ pub(super) struct Setup {
     pub events: usize,
     pub accounts: usize,
     pub partitions: i32,
-    pub brokers: Option<String>,
-    pub store: Option<String>,
-    pub json: bool,
 }
 
 /// Tandem's events/s over the raw run's requests/s: the goal.
 const GOAL_RATIO: f64 = 0.8;
 
-pub(super) async fn run(setup: Setup) -> anyhow::Result<i32> {
-    let dir = tempfile::tempdir()?;
-    let say = |line: String| {
-        if !setup.json {
-            eprintln!("bench pipeline: {line}");
-        }
-    };
-    let broker = Broker::start(setup.brokers.clone(), dir.path()).await?;
-    let suffix = format!("{}-{}", std::process::id(), tandem_event::now_millis());
-    let topic = format!("bench-pipeline-{suffix}");
-    broker.topic(&topic, setup.partitions).await?;
-    let publisher = Publisher::connect(&broker.brokers, &topic, Codec::default(), &[]).await?;
+pub(super) async fn run(setup: Setup, rig: super::RigArgs) -> anyhow::Result<i32> {
+    let bench = Bench::start("pipeline", rig, setup.partitions).await?;
+    let (dir, broker, topic, suffix) = (&bench.dir, &bench.broker, &bench.topic, &bench.suffix);
+    let say = |line: String| bench.say(line);
+    let publisher = Publisher::connect(&broker.brokers, topic, Codec::default(), &[]).await?;
     let events: Vec<ChangeEvent> = (0..setup.events)
         .map(|i| created(i, setup.accounts))
         .collect();
@@ -54,11 +44,7 @@ pub(super) async fn run(setup: Setup) -> anyhow::Result<i32> {
 
     // Tandem: the consumer from the topic's start to the last event applied.
     let cloud = Cloud::start(dir.path(), "cloud-tandem").await?;
-    let store_url = setup
-        .store
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("consumer.db").display()));
-    let store = Store::open(&store_url).await?;
+    let store = Store::open(&bench.store_url("consumer.db")).await?;
     let mapping = Arc::new(Mapping::parse(
         tandem_workload::MAPPING,
         Path::new("deploy/demo/mapping.toml"),
@@ -172,7 +158,7 @@ pub(super) async fn run(setup: Setup) -> anyhow::Result<i32> {
         "accounts": setup.accounts,
         "partitions": setup.partitions,
         "concurrency": concurrency,
-        "store": if setup.store.is_some() { "postgres" } else { "sqlite" },
+        "store": bench.store_kind(),
         "tandem": {
             "seconds": rig::round3(tandem_s),
             "events_per_s": tandem_rate.round(),
@@ -191,7 +177,7 @@ pub(super) async fn run(setup: Setup) -> anyhow::Result<i32> {
         "cpu_s": usage.cpu_s,
         "peak_rss_mb": usage.peak_rss_mb,
     });
-    rig::print(&out, setup.json)?;
+    bench.print(&out)?;
     let clean = applied == setup.events as u64 && created_docs == setup.events;
     Ok(if clean { 0 } else { 1 })
 }

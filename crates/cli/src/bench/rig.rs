@@ -10,6 +10,74 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::Serialize;
 
+/// One pipeline bench's surroundings: its directory, its broker and topic, where its stores
+/// go, and how it speaks (progress lines on stderr, unless it prints one JSON line).
+pub(super) struct Bench {
+    pub name: &'static str,
+    pub dir: tempfile::TempDir,
+    pub broker: Broker,
+    pub topic: String,
+    /// Unique to this run: in topic and group names.
+    pub suffix: String,
+    rig: super::RigArgs,
+}
+
+impl Bench {
+    /// A directory, the broker, and a topic of `partitions` partitions (with its dead-letter
+    /// topic).
+    pub async fn start(
+        name: &'static str,
+        rig: super::RigArgs,
+        partitions: i32,
+    ) -> anyhow::Result<Bench> {
+        let dir = tempfile::tempdir()?;
+        let broker = Broker::start(rig.brokers.clone(), dir.path()).await?;
+        let suffix = format!("{}-{}", std::process::id(), tandem_event::now_millis());
+        let topic = format!("bench-{name}-{suffix}");
+        broker.topic(&topic, partitions).await?;
+        Ok(Bench {
+            name,
+            dir,
+            broker,
+            topic,
+            suffix,
+            rig,
+        })
+    }
+
+    pub fn say(&self, line: impl std::fmt::Display) {
+        if !self.rig.json {
+            eprintln!("bench {}: {line}", self.name);
+        }
+    }
+
+    /// The store URL given, or a SQLite file `file` in the bench's directory.
+    pub fn store_url(&self, file: &str) -> String {
+        self.rig
+            .store
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.dir.path().join(file).display()))
+    }
+
+    pub fn store_kind(&self) -> &'static str {
+        match &self.rig.store {
+            Some(url) if url.starts_with("postgres") => "postgres",
+            Some(_) => "other",
+            None => "sqlite",
+        }
+    }
+
+    /// Prints the bench's figures: one JSON line with `--json`, else pretty.
+    pub fn print(&self, out: &serde_json::Value) -> anyhow::Result<()> {
+        if self.rig.json {
+            println!("{out}");
+        } else {
+            println!("{}", serde_json::to_string_pretty(out)?);
+        }
+        Ok(())
+    }
+}
+
 /// A Kafka-protocol broker for one bench: the brokers given, or Tansu started on a free
 /// loopback port with memory storage and stopped when this is dropped.
 pub(super) struct Broker {
@@ -211,16 +279,6 @@ fn peak_rss_kb() -> u64 {
 
 pub(super) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
-}
-
-/// Prints the bench's figures: one JSON line with `--json`, else pretty.
-pub(super) fn print(out: &serde_json::Value, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{out}");
-    } else {
-        println!("{}", serde_json::to_string_pretty(out)?);
-    }
-    Ok(())
 }
 
 #[cfg(test)]
