@@ -70,6 +70,13 @@ impl Producer {
         if self.is_stopping() {
             return Ok(0);
         }
+        // What the round read stays true only while this instance held the lease throughout:
+        // a lease that ran out meanwhile may have let another instance move the marks.
+        let still_held = self
+            .held_leases()
+            .get(account)
+            .is_some_and(|until| *until > std::time::Instant::now());
+        let known = known.filter(|_| still_held);
         if !self.hold_lease(account).await? {
             return Ok(0);
         }
