@@ -405,3 +405,94 @@ async fn a_round_skips_quiet_accounts_and_still_finds_every_change() -> anyhow::
     ensure!((after.0 - before.0, after.1 - before.1) == (2, 2));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_accounts_are_checked_for_deletes_together_and_idle_rounds_read_nothing(
+) -> anyhow::Result<()> {
+    let (brokers, dir) = (brokers()?, tempfile::tempdir()?);
+    let topic = topic(&brokers, 1).await?;
+    let notes = Notes::create(dir.path()).await?;
+    let accounts: Vec<String> = (0..40).map(|i| format!("check-{i:02}")).collect();
+    for account in &accounts {
+        notes.insert(account, 1..=3).await?;
+    }
+    let origin = Path::new("sources.toml");
+    let check = Duration::from_millis(700);
+    let producer = Producer::connect(
+        &Sources::parse(&notes.sources("", ""), origin)?,
+        origin,
+        tandem_producer::Options {
+            brokers: brokers.clone(),
+            topic: topic.clone(),
+            store_url: format!("sqlite://{}", dir.path().join("producer.db").display()),
+            delete_check_interval: check,
+            interval: Duration::from_millis(50),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let reader = Reader::new(&brokers, &topic)?;
+    let events = |n: usize| {
+        let reader = &reader;
+        async move {
+            let events = reader.take(n).await?;
+            Ok::<_, anyhow::Error>(
+                events
+                    .iter()
+                    .map(|(key, e)| format!("{key} {}", short(e)))
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
+    ensure!(producer.cycle().await? == 40 * 5);
+    events(40 * 5).await?;
+    tokio::time::sleep(check).await;
+    ensure!(producer.cycle().await? == 0);
+
+    // Every account's check is due: one statement per 500 accounts reads their checksums,
+    // one reads the manifest's, one records them checked — not a check per account.
+    tokio::time::sleep(check).await;
+    let statements = |p: &Producer| (p.legacy().queries(), p.store().queries());
+    let before = statements(&producer);
+    ensure!(producer.cycle().await? == 0);
+    let after = statements(&producer);
+    ensure!(
+        (after.0 - before.0, after.1 - before.1) == (3, 4),
+        "the checks of 40 quiet accounts took {} legacy and {} store statements",
+        after.0 - before.0,
+        after.1 - before.1
+    );
+
+    // A row deleted that was not the newest: the account's highest version did not move, so
+    // only its checksum tells; its own cycle then finds the delete.
+    notes.delete("check-12", [1]).await?;
+    tokio::time::sleep(check).await;
+    ensure!(producer.cycle().await? == 1);
+    ensure!(events(1).await? == expect(&["check-12 D notes/1@0"]));
+
+    // Running, with nothing committed anywhere, rounds read nothing; a change is still found.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let watch = async {
+        let before = statements(&producer);
+        let idle_before = producer.stats().idle_rounds.load(std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let idle = producer.stats().idle_rounds.load(std::sync::atomic::Ordering::Relaxed)
+            - idle_before;
+        let after = statements(&producer);
+        ensure!(idle >= 3, "only {idle} rounds in 600 ms read nothing");
+        ensure!(
+            after.1 - before.1 <= 12,
+            "{} store statements in 600 ms of idle rounds",
+            after.1 - before.1
+        );
+        notes.update("check-30", 2).await?;
+        ensure!(events(1).await? == expect(&["check-30 U notes/2@0"]));
+        stop.cancel();
+        Ok::<_, anyhow::Error>(())
+    };
+    let (ran, watched) = tokio::join!(producer.run(stop.clone()), watch);
+    stop.cancel();
+    watched?;
+    ran?;
+    Ok(())
+}

@@ -41,6 +41,9 @@ pub struct Producer {
     pub(crate) held: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// The accounts found last, and when (see [`Options::discover_interval`]).
     discovered: std::sync::Mutex<Option<(std::time::Instant, Vec<String>)>>,
+    /// What the last full round found quiet, and the databases' state then (see
+    /// [`crate::detect::Round`]).
+    pub(crate) last_round: std::sync::Mutex<Option<crate::detect::QuietSince>>,
 }
 
 impl Producer {
@@ -100,6 +103,7 @@ impl Producer {
             notify_channel,
             stopping: AtomicBool::new(false),
             held: Default::default(),
+            last_round: Default::default(),
             discovered: Default::default(),
         })
     }
@@ -241,7 +245,7 @@ impl Producer {
         }
         let found: HashSet<String> = accounts.iter().cloned().collect();
         // Accounts with nothing to find are told apart all at once, and skipped.
-        let round = self.round(&accounts).await.unwrap_or_else(|e| {
+        let round = self.round(&accounts, !fresh).await.unwrap_or_else(|e| {
             warn!(error = %e, "cannot tell which accounts are quiet; every account gets its cycle");
             crate::detect::Round::default()
         });

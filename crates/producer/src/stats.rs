@@ -14,6 +14,9 @@ pub struct Stats {
     pub restores: AtomicU64,
     /// Account cycles skipped because the account was quiet: nothing new, nothing due.
     pub quiet: AtomicU64,
+    /// Rounds that read nothing: no commit reached the legacy databases or the store since a
+    /// round that found every account quiet.
+    pub idle_rounds: AtomicU64,
     /// Found by the detector → acknowledged by the broker, per event, in milliseconds: the
     /// producer's side of the consumer's `deliver` stage. A batch's events count when its
     /// last one is acknowledged.

@@ -62,6 +62,9 @@ async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
     AnyPoolOptions::new()
         // SQLite has one writer at a time; more connections would only wait for each other.
         .max_connections(if sqlite { 1 } else { 8 })
+        // A SQLite connection is a file, not a socket: it cannot be found broken, so checking
+        // it before each use would only cost a round trip to its worker thread per statement.
+        .test_before_acquire(!sqlite)
         .after_connect(move |conn, _| {
             Box::pin(async move {
                 if sqlite {
@@ -77,6 +80,27 @@ async fn connect(url: &str) -> Result<AnyPool, sqlx::Error> {
         })
         .connect(url)
         .await
+}
+
+/// Something that changes whenever a commit reaches the SQLite database `file`: the size and
+/// modification time (ns) of the file and of its write-ahead log. A file that is missing (no
+/// log yet) counts as -1.
+pub fn sqlite_change_token(file: &std::path::Path) -> [i64; 4] {
+    let mut wal = file.as_os_str().to_owned();
+    wal.push("-wal");
+    let of = |path: &std::path::Path| {
+        std::fs::metadata(path).map_or((-1, -1), |m| {
+            let modified = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(-1, |d| i64::try_from(d.as_nanos()).unwrap_or(-1));
+            (i64::try_from(m.len()).unwrap_or(-1), modified)
+        })
+    };
+    let (file_len, file_at) = of(file);
+    let (wal_len, wal_at) = of(std::path::Path::new(&wal));
+    [file_len, file_at, wal_len, wal_at]
 }
 
 /// A URL that sqlx opens as a SQLite database to create when missing.

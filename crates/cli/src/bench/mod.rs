@@ -5,13 +5,16 @@
 //! - [`route`]: the router's answer on loopback;
 //! - [`pipeline`]: events/s from the topic to the cloud, beside cloudsim's raw capacity;
 //! - [`latency`]: legacy commit → cloud, stage by stage, at steady rates;
-//! - [`idle`]: what an idle producer costs, in a small shared database and a large one.
+//! - [`idle`]: what an idle producer costs, in a small shared database and a large one;
+//! - [`backfill`]: a migration's accounts enrolled in bulk, and a large snapshot cut short by a
+//!   kill.
 //!
 //! The pipeline benches run against a real broker (Tansu, started by [`rig`]), the stores, and
 //! cloudsim in its own process over HTTP.
 
 use clap::{Args, Subcommand};
 
+mod backfill;
 mod detector;
 mod idle;
 mod latency;
@@ -110,6 +113,25 @@ pub enum Bench {
         #[command(flatten)]
         rig: RigArgs,
     },
+    /// Accounts enrolled in bulk: --records records of about 500 bytes (a median of --median
+    /// per account, the largest --largest) from the producer's start to the last one live in
+    /// the cloud, then verified (goal: 80,000 in under 10 s); then one account of
+    /// --large-records published by `tandem produce --once` whole, and again killed half-way
+    /// and restarted, for the time the kill cost (`resume_overhead_s`).
+    Backfill {
+        #[arg(long, default_value_t = 80_000)]
+        records: usize,
+        #[arg(long, default_value_t = 100)]
+        median: usize,
+        #[arg(long, default_value_t = 5_000)]
+        largest: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        large_records: usize,
+        #[arg(long, default_value_t = 16)]
+        partitions: i32,
+        #[command(flatten)]
+        rig: RigArgs,
+    },
     /// The router's answer: --requests `GET /v1/route/{account}` one after another over one
     /// loopback connection, against a migration store of --accounts accounts in every state.
     Route {
@@ -186,6 +208,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
                     accounts: accounts.max(1),
                     rates,
                     seconds,
+                    partitions: partitions.max(1),
+                },
+                rig,
+            )
+            .await
+        }
+        Bench::Backfill {
+            records,
+            median,
+            largest,
+            large_records,
+            partitions,
+            rig,
+        } => {
+            backfill::run(
+                backfill::Setup {
+                    records: records.max(1),
+                    median,
+                    largest,
+                    large: large_records.max(1),
                     partitions: partitions.max(1),
                 },
                 rig,

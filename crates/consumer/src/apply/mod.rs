@@ -189,10 +189,24 @@ impl Engine {
             Kind::Created | Kind::Updated => event.data.clone(),
             _ => None,
         };
-        let old = self
+        let rooted: Vec<&crate::mapping::Resource> =
+            self.mapping.rooted_at(&event.entity_type).collect();
+        let names: Vec<&str> = rooted.iter().map(|r| r.name.as_str()).collect();
+        let mut embeds: Vec<&str> = rooted
+            .iter()
+            .flat_map(|r| r.embeds.iter().map(|e| e.entity.as_str()))
+            .collect();
+        embeds.dedup();
+        let prefetched = self
             .store
-            .mirror(account, &event.entity_type, &event.entity_id)
+            .prefetch(
+                account,
+                (&event.entity_type, &event.entity_id),
+                &names,
+                &embeds,
+            )
             .await?;
+        let old = prefetched.mirror.clone();
         if let Some(old) = &old {
             // A delete carries the newest version the producer saw, which can be the deleted
             // row's own last version: on a tie, a delete of a live row still applies.
@@ -212,7 +226,7 @@ impl Engine {
                         lease: lease.cloned(),
                         ..Bookkeeping::default()
                     };
-                    self.store.commit(account, &book).await?;
+                    self.store.commit(account, book).await?;
                     return Ok(Outcome::Skipped);
                 }
                 return self.skip(account, position, lease).await;
@@ -234,9 +248,10 @@ impl Engine {
             },
             ids: HashMap::new(),
             parked: HashMap::new(),
+            prefetched,
         };
         let deleted = session.row.data.is_none();
-        for resource in self.mapping.rooted_at(&event.entity_type) {
+        for resource in rooted {
             if deleted {
                 session.delete(resource, &event.entity_id).await?;
             } else {
@@ -263,7 +278,7 @@ impl Engine {
             position,
             lease: lease.cloned(),
         };
-        self.store.commit(account, &book).await?;
+        self.store.commit(account, book).await?;
         Ok(Outcome::Applied)
     }
 
@@ -284,7 +299,7 @@ impl Engine {
                 lease: lease.cloned(),
                 ..Bookkeeping::default()
             };
-            self.store.commit(account, &book).await?;
+            self.store.commit(account, book).await?;
         }
         Ok(Outcome::Skipped)
     }

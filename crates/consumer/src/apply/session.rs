@@ -12,7 +12,7 @@ use tandem_event::{ChangeEvent, Row};
 use super::{document_hash, idempotency_key, CreateMode, Engine, MAX_DEPENDENCY_DEPTH};
 use crate::client::{ApiError, CloudClient};
 use crate::mapping::{RenderError, Resource};
-use crate::store::{Mapped, MirrorRow, ResourceKey};
+use crate::store::{Mapped, MirrorRow, Prefetched, ResourceKey};
 use crate::{Error, Result};
 
 /// The state of one event being applied: the changed row laid over the mirror, and the cloud
@@ -25,6 +25,8 @@ pub(super) struct Session<'a> {
     pub(super) row: MirrorRow,
     pub(super) ids: HashMap<ResourceKey, Option<Mapped>>,
     pub(super) parked: HashMap<ResourceKey, Option<ResourceKey>>,
+    /// What the store held about the event's own row when the event began.
+    pub(super) prefetched: Prefetched,
 }
 
 impl Session<'_> {
@@ -90,11 +92,16 @@ impl Session<'_> {
 
     /// Children of `entity_type` under `parent`, as of this event.
     async fn children(&self, entity_type: &str, parent: &str) -> Result<Vec<(String, Row)>> {
-        let mut children = self
-            .engine
-            .store
-            .children(self.account(), entity_type, parent)
-            .await?;
+        let key = (entity_type.to_owned(), parent.to_owned());
+        let mut children = match self.prefetched.children.get(&key) {
+            Some(children) => children.clone(),
+            None => {
+                self.engine
+                    .store
+                    .children(self.account(), entity_type, parent)
+                    .await?
+            }
+        };
         if entity_type == self.event.entity_type {
             children.retain(|(id, _)| *id != self.event.entity_id);
             if let (Some(data), Some(p)) = (&self.row.data, &self.row.parent) {
@@ -108,7 +115,7 @@ impl Session<'_> {
 
     async fn cloud_id(&self, resource: &str, root_key: &str) -> Result<Option<Mapped>> {
         let key = (resource.to_owned(), root_key.to_owned());
-        if let Some(known) = self.ids.get(&key) {
+        if let Some(known) = self.ids.get(&key).or_else(|| self.prefetched.ids.get(&key)) {
             return Ok(known.clone());
         }
         self.engine
@@ -234,11 +241,15 @@ impl Session<'_> {
                         .map_err(|e| api_error(resource, root_key, e))?;
                     self.ids.insert(map_key.clone(), Some((id, hash)));
                     // Resources that waited for this one can be created now.
-                    let mut waiting = self
-                        .engine
-                        .store
-                        .waiting_on(&account, &resource.name, root_key)
-                        .await?;
+                    let mut waiting = match self.prefetched.waiting.get(&map_key) {
+                        Some(waiting) => waiting.clone(),
+                        None => {
+                            self.engine
+                                .store
+                                .waiting_on(&account, &resource.name, root_key)
+                                .await?
+                        }
+                    };
                     waiting.extend(
                         self.parked
                             .iter()

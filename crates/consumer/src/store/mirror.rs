@@ -4,8 +4,8 @@
 
 use tandem_event::Row;
 
-use super::leases::{check_lease, LeaseId};
-use super::positions::{write_position, Position};
+use super::leases::LeaseId;
+use super::positions::Position;
 use super::Store;
 use crate::{Error, Result};
 
@@ -149,116 +149,6 @@ impl Store {
             }
         };
         Ok(rows)
-    }
-
-    /// Writes an event's bookkeeping and its positions in one transaction.
-    pub async fn commit(&self, account: &str, book: &Bookkeeping) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        if let Some(lease) = &book.lease {
-            check_lease(&mut tx, account, lease).await?;
-        }
-        for (entity_type, entity_id, row) in &book.mirror {
-            let data = row.data.as_ref().map(serde_json::to_string).transpose()?;
-            let at = book.position.as_ref();
-            sqlx::query(
-                "INSERT INTO consumer_mirror \
-                 (account, entity_type, entity_id, epoch, version, parent, data, snapshot_id, \
-                 log_topic, log_partition, log_offset) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                 ON CONFLICT (account, entity_type, entity_id) DO UPDATE SET \
-                 epoch = excluded.epoch, version = excluded.version, \
-                 parent = excluded.parent, data = excluded.data, \
-                 snapshot_id = COALESCE(excluded.snapshot_id, consumer_mirror.snapshot_id), \
-                 log_topic = excluded.log_topic, log_partition = excluded.log_partition, \
-                 log_offset = excluded.log_offset \
-                 WHERE consumer_mirror.epoch < excluded.epoch OR \
-                 (consumer_mirror.epoch = excluded.epoch AND consumer_mirror.version <= excluded.version)",
-            )
-            .bind(account)
-            .bind(entity_type)
-            .bind(entity_id)
-            .bind(row.epoch)
-            .bind(row.version)
-            .bind(row.parent.clone())
-            .bind(data)
-            .bind(row.snapshot_id.clone())
-            .bind(at.map(|p| p.topic.clone()))
-            .bind(at.map(|p| i64::from(p.partition)))
-            .bind(at.map(|p| p.next_offset - 1))
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (entity_type, entity_id, snapshot_id) in &book.seen {
-            sqlx::query(
-                "UPDATE consumer_mirror SET snapshot_id = $4 \
-                 WHERE account = $1 AND entity_type = $2 AND entity_id = $3",
-            )
-            .bind(account)
-            .bind(entity_type)
-            .bind(entity_id)
-            .bind(snapshot_id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for ((resource, root_key), id) in &book.ids {
-            match id {
-                Some((cloud_id, hash)) => {
-                    sqlx::query(
-                        "INSERT INTO consumer_id_map \
-                         (account, resource, root_key, cloud_id, doc_hash) \
-                         VALUES ($1, $2, $3, $4, $5) \
-                         ON CONFLICT (account, resource, root_key) DO UPDATE SET \
-                         cloud_id = excluded.cloud_id, doc_hash = excluded.doc_hash",
-                    )
-                    .bind(account)
-                    .bind(resource)
-                    .bind(root_key)
-                    .bind(cloud_id)
-                    .bind(hash)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                None => {
-                    sqlx::query(
-                        "DELETE FROM consumer_id_map \
-                         WHERE account = $1 AND resource = $2 AND root_key = $3",
-                    )
-                    .bind(account)
-                    .bind(resource)
-                    .bind(root_key)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-            }
-        }
-        for ((resource, root_key), waiting) in &book.parked {
-            sqlx::query(
-                "DELETE FROM consumer_parked WHERE account = $1 AND resource = $2 AND root_key = $3",
-            )
-            .bind(account)
-            .bind(resource)
-            .bind(root_key)
-            .execute(&mut *tx)
-            .await?;
-            if let Some((target, target_key)) = waiting {
-                sqlx::query(
-                    "INSERT INTO consumer_parked (account, resource, root_key, target, target_key) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(account)
-                .bind(resource)
-                .bind(root_key)
-                .bind(target)
-                .bind(target_key)
-                .execute(&mut *tx)
-                .await?;
-            }
-        }
-        if let Some(p) = &book.position {
-            write_position(&mut tx, account, p).await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
 }
 

@@ -14,11 +14,14 @@ use sqlx::AnyPool;
 
 use crate::{Error, Result};
 
+mod batch;
+mod commit;
 mod leases;
 mod members;
 mod mirror;
 mod parking;
 mod positions;
+mod prefetch;
 mod repairs;
 mod snapshots;
 mod targets;
@@ -26,11 +29,13 @@ mod targets;
 pub use leases::{Grant, LeaseId};
 pub use mirror::{Bookkeeping, Mapped, MirrorRow, ResourceKey};
 pub use positions::Position;
+pub use prefetch::Prefetched;
 pub use snapshots::SnapshotMark;
 
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    committer: commit::Committer,
 }
 
 impl Store {
@@ -45,7 +50,7 @@ impl Store {
                 },
                 tandem_sql::OpenError::Migrate(e) => Error::Migrate(e),
             })?;
-        Ok(Store { pool })
+        Ok(Store::with_pool(pool))
     }
 
     /// Opens a store that `tandem consume` made, creating and migrating nothing: for commands
@@ -79,6 +84,13 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         }
-        Ok(Store { pool })
+        Ok(Store::with_pool(pool))
+    }
+
+    fn with_pool(pool: AnyPool) -> Self {
+        Store {
+            committer: commit::Committer::start(pool.clone()),
+            pool,
+        }
     }
 }

@@ -25,7 +25,7 @@ mod scan;
 mod snapshot;
 
 pub use differences::Differences;
-pub(crate) use quiet::{Known, Round};
+pub(crate) use quiet::{Known, QuietSince, Round};
 pub use restore::RestoreSignal;
 pub use snapshot::Snapshot;
 
@@ -98,7 +98,13 @@ impl Producer {
             self.store.set_account(account, &state).await?;
         }
         if !state.enrolled {
-            let id = format!("enrol-{account}-{}-{upto}", state.epoch);
+            // An enrolment cut short goes on under its own id (see `snapshot_leased`).
+            let id = match self.store.snapshot_progress(account).await? {
+                Some(p) if p.epoch == state.epoch && p.snapshot_id.starts_with("enrol-") => {
+                    p.snapshot_id
+                }
+                _ => format!("enrol-{account}-{}-{upto}", state.epoch),
+            };
             let published = self
                 .snapshot_leased(account, &mut state, &id, upto, bounds)
                 .await?;

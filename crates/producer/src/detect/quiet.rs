@@ -4,7 +4,8 @@
 //! An account is quiet when every one of these holds:
 //! - its enrolment snapshot is published, and no snapshot is asked for;
 //! - no key is unsettled and no PostgreSQL transaction was in flight at an earlier read;
-//! - its differencing check is not due;
+//! - its differencing check is not due, or, checked for all such accounts at once, no row
+//!   went missing (see [`Producer::nothing_deleted`]);
 //! - in every table, the highest legacy version equals the high-water mark: nothing new was
 //!   written, and no newest row went missing (which would make the cycle suspect a restore);
 //! - the database's identity marker is the one last seen, and its version counter is not below
@@ -26,6 +27,8 @@ pub(crate) struct Round {
     /// For accounts that are not quiet and whose lease this instance held all along: what the
     /// round read, so their cycle need not read it again.
     pub known: HashMap<String, Known>,
+    /// When the first differencing check of the quiet accounts falls due (epoch millis).
+    pub check_due: i64,
 }
 
 /// An account's highest legacy versions and high-water marks, read at the start of a round.
@@ -50,6 +53,23 @@ impl Known {
     }
 }
 
+/// The accounts a full round found quiet, with the legacy databases' and the store's change
+/// tokens read before it: while neither token moves, nothing was committed anywhere, so those
+/// accounts are still quiet and the next round reads nothing.
+#[derive(Debug)]
+pub(crate) struct QuietSince {
+    tokens: (Vec<i64>, Vec<i64>),
+    quiet: HashSet<String>,
+    /// When the first of their differencing checks falls due (epoch millis).
+    check_due: i64,
+    at: std::time::Instant,
+}
+
+/// A full round at least this often, whatever the change tokens say: a token that failed to
+/// move (two commits within the file system's clock tick, leaving the log at its old size)
+/// costs at most this much delay.
+const FULL_ROUND_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What one legacy database says once per cycle, for all the accounts it holds.
 struct DatabaseFacts {
     open_transactions: bool,
@@ -60,7 +80,52 @@ struct DatabaseFacts {
 impl Producer {
     /// Those of `accounts` whose cycle would find nothing (see the module's documentation),
     /// and what was read of the others.
-    pub(crate) async fn round(&self, accounts: &[String]) -> Result<Round> {
+    ///
+    /// With `reuse`, a round right after one that found every account quiet reads nothing
+    /// when no commit reached the legacy databases or the store since (see [`QuietSince`]).
+    pub(crate) async fn round(&self, accounts: &[String], reuse: bool) -> Result<Round> {
+        let tokens = match (
+            self.legacy.change_token().await?,
+            self.store.change_token().await?,
+        ) {
+            (Some(legacy), Some(store)) => Some((legacy, store)),
+            _ => None,
+        };
+        if let Some(tokens) = &tokens {
+            let last = self
+                .last_round
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(last) = last.as_ref().filter(|last| {
+                reuse
+                    && last.tokens == *tokens
+                    && now_millis() < last.check_due
+                    && last.at.elapsed() < FULL_ROUND_AT_LEAST_EVERY
+                    && accounts.iter().all(|a| last.quiet.contains(a))
+            }) {
+                self.stats.idle_rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Ok(Round {
+                    quiet: accounts.iter().filter(|a| last.quiet.contains(*a)).cloned().collect(),
+                    known: HashMap::new(),
+                    check_due: last.check_due,
+                });
+            }
+        }
+        let round = self.full_round(accounts).await?;
+        let check_due = round.check_due;
+        *self
+            .last_round
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = tokens.map(|tokens| QuietSince {
+            tokens,
+            quiet: round.quiet.clone(),
+            check_due,
+            at: std::time::Instant::now(),
+        });
+        Ok(round)
+    }
+
+    async fn full_round(&self, accounts: &[String]) -> Result<Round> {
         // Leases held now, with time left: until they run out nobody else writes the marks.
         let held: HashSet<String> = {
             let now = std::time::Instant::now();
@@ -84,6 +149,8 @@ impl Producer {
         let due_after = self.options.delete_check_interval.as_millis() as i64;
         let now = now_millis();
         let mut facts: HashMap<String, DatabaseFacts> = HashMap::new();
+        // Otherwise quiet, but due a differencing check.
+        let mut due = Vec::new();
         for account in candidates {
             let (Some(view), Some(maxima)) = (views.get(&account), maxima.get(&account)) else {
                 continue;
@@ -95,9 +162,7 @@ impl Producer {
                 };
                 round.known.insert(account.clone(), known);
             }
-            if now - view.deletes_checked_at >= due_after {
-                continue;
-            }
+            let check_due = now - view.deletes_checked_at >= due_after;
             let tables = self.legacy.tables();
             let unchanged = tables.len() == maxima.len()
                 && tables.iter().zip(maxima).all(|(table, max)| {
@@ -126,10 +191,56 @@ impl Producer {
             };
             let counter_ok = facts.version_counter.is_none_or(|c| c >= high_water);
             if !facts.open_transactions && same_identity && counter_ok {
-                round.known.remove(&account);
-                round.quiet.insert(account);
+                if check_due {
+                    due.push(account);
+                } else {
+                    round.known.remove(&account);
+                    round.quiet.insert(account);
+                }
             }
         }
+        round.check_due = round
+            .quiet
+            .iter()
+            .filter_map(|a| views.get(a))
+            .map(|v| v.deletes_checked_at + due_after)
+            .min()
+            .unwrap_or(i64::MAX);
+        for account in self.nothing_deleted(&due).await? {
+            round.known.remove(&account);
+            round.quiet.insert(account);
+            round.check_due = round.check_due.min(now + due_after);
+        }
         Ok(round)
+    }
+
+    /// The differencing check of many otherwise quiet accounts at once: those of `accounts`
+    /// in which no row went missing, recorded as checked. Nothing was written above the
+    /// high-water mark, so every row the table holds was published and is in the manifest; if
+    /// each table's sum of (version + 1) then equals the manifest's, no key the manifest holds
+    /// is missing (every term is positive). Any other account gets its full cycle, whose
+    /// differencing check finds what is gone.
+    async fn nothing_deleted(&self, accounts: &[String]) -> Result<Vec<String>> {
+        if accounts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sums = self.legacy.version_sums(accounts).await?;
+        let manifest = self.store.manifest_sums().await?;
+        let tables = self.legacy.tables();
+        let unchanged: Vec<String> = accounts
+            .iter()
+            .filter(|account| {
+                sums.get(*account).is_some_and(|sums| {
+                    sums.len() == tables.len()
+                        && tables.iter().zip(sums).all(|(table, sum)| {
+                            let key = ((*account).clone(), table.name.clone());
+                            manifest.get(&key).copied().unwrap_or(0) == *sum
+                        })
+                })
+            })
+            .cloned()
+            .collect();
+        self.store.deletes_checked(&unchanged, now_millis()).await?;
+        Ok(unchanged)
     }
 }

@@ -6,7 +6,7 @@ use tandem_event::{ChangeEvent, Kind};
 use tracing::info;
 
 use super::Checkpoint;
-use crate::store::{AccountState, Advance};
+use crate::store::{AccountState, Advance, SnapshotProgress};
 use crate::{now_millis, Error, Producer, Result};
 
 /// What became of a snapshot asked for.
@@ -54,6 +54,23 @@ impl Producer {
         bounds: Option<(i64, i64)>,
     ) -> Result<u64> {
         let detected_at = now_millis();
+        // A snapshot of this id cut short (a stop, a kill) goes on where it got to, with what
+        // it began with; the consumer's sweep at its end still sees the rows sent before,
+        // since they carry the same snapshot id.
+        let resumed = self
+            .store
+            .snapshot_progress(account)
+            .await?
+            .filter(|p| p.snapshot_id == snapshot_id && p.epoch == state.epoch);
+        let mut progress = resumed.clone().unwrap_or(SnapshotProgress {
+            snapshot_id: snapshot_id.to_owned(),
+            epoch: state.epoch,
+            upto,
+            bounds,
+            table: 0,
+            after: 0,
+        });
+        let (upto, bounds) = (progress.upto, progress.bounds);
         let marker = |kind| {
             let mut event = self.event(
                 account,
@@ -65,15 +82,46 @@ impl Producer {
             event.snapshot_id = Some(snapshot_id.to_owned());
             event
         };
-        self.publish(account, &[marker(Kind::SnapshotBegin)], Checkpoint::Nothing)
-            .await?;
-        let mut published = 2;
-        for table in self.legacy.tables() {
+        let mut published = 1;
+        match &resumed {
+            None => {
+                self.publish(account, &[marker(Kind::SnapshotBegin)], Checkpoint::Nothing)
+                    .await?;
+                self.store.set_snapshot_progress(account, &progress).await?;
+                published += 1;
+            }
+            Some(p) => info!(
+                account,
+                snapshot_id,
+                table = p.table,
+                after_version = p.after,
+                "resuming the snapshot where it was cut short"
+            ),
+        }
+        for (index, table) in self.legacy.tables().iter().enumerate() {
+            if index < progress.table {
+                continue;
+            }
             let high_water = self.store.high_water(account, &table.name).await?;
-            let mut seen = HashSet::new();
             // Read to the end, changes made meanwhile included: the consumer removes whatever
             // a snapshot did not send, so it must send every row that exists when it ends.
-            let mut after = 0;
+            let mut after = if index == progress.table {
+                progress.after
+            } else {
+                0
+            };
+            // The rows sent before the snapshot was cut short, as far as they still exist.
+            let mut seen: HashSet<String> = if after > 0 {
+                self.legacy
+                    .key_versions(account, &table.name)
+                    .await?
+                    .into_iter()
+                    .filter(|(_, version)| *version <= after)
+                    .map(|(key, _)| key)
+                    .collect()
+            } else {
+                HashSet::new()
+            };
             loop {
                 // A stop leaves the snapshot unfinished: without its end, the account is not
                 // enrolled (or the requested snapshot not done), and it starts again.
@@ -134,6 +182,9 @@ impl Producer {
                     .await?;
                 published += events.len() as u64;
                 after = last;
+                progress.table = index;
+                progress.after = after;
+                self.store.set_snapshot_progress(account, &progress).await?;
                 if rows.len() < self.options.batch_size {
                     break;
                 }
@@ -177,9 +228,13 @@ impl Producer {
                     .update_inflight(account, &table.name, xmin, open)
                     .await?;
             }
+            progress.table = index + 1;
+            progress.after = 0;
+            self.store.set_snapshot_progress(account, &progress).await?;
         }
         self.publish(account, &[marker(Kind::SnapshotEnd)], Checkpoint::Nothing)
             .await?;
+        self.store.clear_snapshot_progress(account).await?;
         info!(
             account,
             snapshot_id,

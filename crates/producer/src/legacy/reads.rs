@@ -38,6 +38,29 @@ impl Legacy {
         Ok(Some((get("xmin")?, get("xmax")?)))
     }
 
+    /// Something that changes whenever anything is committed to any legacy database: for a
+    /// SQLite file, the size and modification time of the file and its write-ahead log; for
+    /// PostgreSQL, the next transaction id to be given out. `None` when it cannot be told:
+    /// PostgreSQL transactions are running, which may still commit without moving it.
+    pub async fn change_token(&self) -> Result<Option<Vec<i64>>> {
+        let mut token = Vec::new();
+        for (account, db) in &self.databases {
+            match &db.pool {
+                Pool::Sqlite(pool) => {
+                    let file = pool.connect_options().get_filename().to_owned();
+                    token.extend(tandem_sql::sqlite_change_token(&file));
+                }
+                Pool::Postgres(_) => {
+                    match self.snapshot_bounds(account).await? {
+                        Some((xmin, xmax)) if xmin == xmax => token.push(xmax),
+                        _ => return Ok(None),
+                    }
+                }
+            }
+        }
+        Ok(Some(token))
+    }
+
     /// The database-identity marker (`legacy.identity_query`), if configured.
     pub async fn identity(&self, account: &str) -> Result<Option<String>> {
         match &self.identity_query {
@@ -94,6 +117,22 @@ impl Legacy {
     /// accounts at once, an index lookup per account and table inside it; a database of its
     /// own is asked account by account.
     pub async fn max_versions(&self, accounts: &[String]) -> Result<HashMap<String, Vec<i64>>> {
+        self.per_account(accounts, Aggregate::Max).await
+    }
+
+    /// For each of `accounts`, the sum of (version + 1) over each table's rows (in
+    /// [`Legacy::tables`]' order): the whole account's
+    /// [checksum](Legacy::range_checksums), asked for many accounts at once like
+    /// [`Legacy::max_versions`].
+    pub async fn version_sums(&self, accounts: &[String]) -> Result<HashMap<String, Vec<i64>>> {
+        self.per_account(accounts, Aggregate::Checksum).await
+    }
+
+    async fn per_account(
+        &self,
+        accounts: &[String],
+        aggregate: Aggregate,
+    ) -> Result<HashMap<String, Vec<i64>>> {
         let mut found = HashMap::with_capacity(accounts.len());
         let db = match self.layout {
             Layout::Shared { .. } => self.database("")?,
@@ -101,7 +140,15 @@ impl Legacy {
                 for account in accounts {
                     let mut versions = Vec::with_capacity(self.tables.len());
                     for table in &self.tables {
-                        versions.push(self.max_version(account, &table.name).await?);
+                        versions.push(match aggregate {
+                            Aggregate::Max => self.max_version(account, &table.name).await?,
+                            Aggregate::Checksum => self
+                                .range_checksums(account, &table.name, &[(i64::MIN + 1, i64::MAX)])
+                                .await?
+                                .first()
+                                .copied()
+                                .unwrap_or(0),
+                        });
                     }
                     found.insert(account.clone(), versions);
                 }
@@ -117,9 +164,15 @@ impl Legacy {
             .iter()
             .enumerate()
             .map(|(i, t)| {
+                let version = quote(&t.config.version_column);
+                let value = match aggregate {
+                    Aggregate::Max => format!("MAX({version})"),
+                    Aggregate::Checksum => {
+                        format!("CAST(COALESCE(SUM({version} + 1), 0) AS BIGINT)")
+                    }
+                };
                 format!(
-                    "(SELECT MAX({}) FROM {} WHERE {matches}) AS v{i}",
-                    quote(&t.config.version_column),
+                    "(SELECT {value} FROM {} WHERE {matches}) AS v{i}",
                     quote(&t.config.name)
                 )
             })
@@ -219,4 +272,13 @@ impl Legacy {
             .map(|row| info.legacy_row(row))
             .collect()
     }
+}
+
+/// What [`Legacy::per_account`] asks of each table for each account.
+#[derive(Debug, Clone, Copy)]
+enum Aggregate {
+    /// The highest version.
+    Max,
+    /// The sum of (version + 1), as the manifest's parts keep it.
+    Checksum,
 }

@@ -26,6 +26,7 @@ mod unsettled;
 
 pub(crate) use manifest::{ranges_cte, tombstone_mark_key, RANGES_PER_STATEMENT};
 pub use manifest::{Advance, PART_VERSIONS};
+pub use requests::SnapshotProgress;
 
 /// `$first, $first+1, …`: `count` numbered placeholders for a list of values. The store
 /// talks through sqlx's `Any` driver, whose `QueryBuilder` writes `?` placeholders that
@@ -41,6 +42,8 @@ pub(crate) fn placeholders(first: usize, count: usize) -> String {
 pub struct Store {
     pool: AnyPool,
     queries: Arc<AtomicU64>,
+    /// The SQLite file, when the store is one.
+    file: Option<std::path::PathBuf>,
 }
 
 /// What the store knows of one account.
@@ -150,6 +153,62 @@ impl Store {
         Ok(views)
     }
 
+    /// Per (account, table), the sum of the manifest's part checksums: the whole account's
+    /// checksum as published, to compare with [`crate::legacy::Legacy::version_sums`].
+    pub async fn manifest_sums(&self) -> Result<HashMap<(String, String), i64>> {
+        self.count(1);
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT account, entity_type, CAST(SUM(checksum) AS BIGINT) \
+             FROM producer_manifest_parts GROUP BY account, entity_type",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(account, table, sum)| ((account, table), sum))
+            .collect())
+    }
+
+    /// Something that changes whenever anything is committed to the store, as
+    /// [`crate::legacy::Legacy::change_token`] for the legacy databases; `None` when it cannot
+    /// be told.
+    pub async fn change_token(&self) -> Result<Option<Vec<i64>>> {
+        if let Some(file) = &self.file {
+            if file.to_str().is_some_and(|f| f.contains(":memory:")) {
+                return Ok(None);
+            }
+            return Ok(Some(tandem_sql::sqlite_change_token(file).to_vec()));
+        }
+        self.count(1);
+        let (xmin, xmax): (i64, i64) = sqlx::query_as(
+            "SELECT CAST(CAST(pg_snapshot_xmin(pg_current_snapshot()) AS TEXT) AS BIGINT), \
+             CAST(CAST(pg_snapshot_xmax(pg_current_snapshot()) AS TEXT) AS BIGINT)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((xmin == xmax).then(|| vec![xmax]))
+    }
+
+    /// Records that the accounts' differencing checks found nothing at `at` (epoch millis).
+    pub async fn deletes_checked(&self, accounts: &[String], at: i64) -> Result<()> {
+        for chunk in accounts.chunks(500) {
+            self.count(1);
+            let list = (2..chunk.len() + 2)
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "UPDATE producer_accounts SET deletes_checked_at = $1 WHERE account IN ({list})"
+            );
+            let mut query = sqlx::query(&sql).bind(at);
+            for account in chunk {
+                query = query.bind(account);
+            }
+            query.execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
     pub async fn open(url: &str) -> Result<Self> {
         let pool = tandem_sql::open_migrated(url, sqlx::migrate!())
             .await
@@ -161,9 +220,15 @@ impl Store {
                 },
                 tandem_sql::OpenError::Migrate(e) => Error::Migrate(e),
             })?;
+        let file = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .map(|rest| rest.split('?').next().unwrap_or(rest).into())
+            .filter(|path: &std::path::PathBuf| !path.as_os_str().is_empty());
         Ok(Store {
             pool,
             queries: Arc::default(),
+            file,
         })
     }
 
