@@ -324,7 +324,7 @@ async fn a_position_inside_a_record_batch_loses_no_event() -> anyhow::Result<()>
         position: Some(position),
         ..Bookkeeping::default()
     };
-    store.commit("acme", &book).await?;
+    store.commit("acme", book).await?;
     let committer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("group.id", &group)
@@ -401,5 +401,113 @@ async fn an_account_is_applied_to_its_target() -> anyhow::Result<()> {
     ensure!(store.cloud_id("acme-eu", "contact", "1").await?.is_some());
     ensure!(store.cloud_id("acme", "contact", "1").await?.is_none());
     cloud.stop().await?;
+    db.drop().await
+}
+
+/// Books committed at the same time share one transaction (group commit): each is written
+/// whole under its own lease, a book whose lease was lost writes nothing and says so, two
+/// writes of one mirror row keep the newer version, and the positions end at the highest
+/// offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn books_committed_together_are_each_written_whole_under_their_lease() -> anyhow::Result<()> {
+    let db = PgDatabase::create().await?;
+    let store = Store::open(&db.url).await?;
+    let group = unique("group");
+    let lease = |owner: &str| LeaseId {
+        group: group.clone(),
+        owner: owner.to_owned(),
+    };
+    let accounts: Vec<String> = (0..30).map(|i| format!("acct-{i:02}")).collect();
+    for account in &accounts {
+        ensure!(
+            store
+                .try_lease(&lease("us"), account, Duration::from_secs(60))
+                .await?
+                != Grant::Elsewhere
+        );
+    }
+    let position = |account_index: usize, offset: i64| Position {
+        group: group.clone(),
+        topic: "t".into(),
+        partition: (account_index % 2) as i32,
+        next_offset: offset + 1,
+        watermark: offset + 1,
+    };
+    let book = |account_index: usize, version: i64, owner: &str| {
+        let mut data = tandem_event::Row::new();
+        data.insert("id".into(), Value::Long(1));
+        data.insert("version".into(), Value::Long(version));
+        Bookkeeping {
+            mirror: vec![(
+                "contacts".into(),
+                "1".into(),
+                tandem_consumer::MirrorRow {
+                    epoch: 0,
+                    version,
+                    parent: None,
+                    data: Some(data),
+                    snapshot_id: None,
+                },
+            )],
+            ids: vec![(
+                ("contact".into(), "1".into()),
+                Some((format!("cloud-{account_index}-{version}"), "hash".into())),
+            )],
+            position: Some(position(
+                account_index,
+                100 + account_index as i64 * 10 + version,
+            )),
+            lease: Some(lease(owner)),
+            ..Bookkeeping::default()
+        }
+    };
+    // Every account's book, a second (newer) write of acct-03's row, and a book under a lease
+    // acct-07's holder does not have.
+    let mut commits = Vec::new();
+    for (i, account) in accounts.iter().enumerate() {
+        commits.push((account.clone(), book(i, 1, "us")));
+    }
+    commits.push((accounts[3].clone(), book(3, 2, "us")));
+    commits.push((accounts[7].clone(), book(7, 5, "someone else")));
+    let outcomes = futures::future::join_all(commits.into_iter().map(|(account, book)| {
+        let store = store.clone();
+        async move { store.commit(&account, book).await }
+    }))
+    .await;
+    let (lost, ok): (Vec<_>, Vec<_>) = outcomes.iter().partition(|o| o.is_err());
+    ensure!(ok.len() == 31, "{} books committed", ok.len());
+    ensure!(lost.len() == 1 && lost[0].as_ref().is_err_and(|e| e.is_fenced()));
+
+    for (i, account) in accounts.iter().enumerate() {
+        let row = store
+            .mirror(account, "contacts", "1")
+            .await?
+            .context("no mirror row")?;
+        let version = if i == 3 { 2 } else { 1 };
+        ensure!(row.version == version, "{account}: version {}", row.version);
+        let id = store
+            .cloud_id(account, "contact", "1")
+            .await?
+            .context("no cloud id")?;
+        ensure!(id.0 == format!("cloud-{i}-{version}"), "{account}: {id:?}");
+        let next = store
+            .account_position(&group, "t", (i % 2) as i32, account)
+            .await?;
+        ensure!(next == Some(101 + i as i64 * 10 + version));
+    }
+    // The lost lease's book left acct-07 as it was.
+    ensure!(store
+        .cloud_id(&accounts[7], "contact", "1")
+        .await?
+        .is_some_and(|id| id.0 == "cloud-7-1"));
+    let positions = store.positions(&group, "t").await?;
+    ensure!(
+        positions.get(&0) == Some(&(100 + 28 * 10 + 2)),
+        "{positions:?}"
+    );
+    ensure!(
+        positions.get(&1) == Some(&(100 + 29 * 10 + 2)),
+        "{positions:?}"
+    );
     db.drop().await
 }

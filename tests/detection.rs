@@ -474,9 +474,15 @@ async fn quiet_accounts_are_checked_for_deletes_together_and_idle_rounds_read_no
     let stop = tokio_util::sync::CancellationToken::new();
     let watch = async {
         let before = statements(&producer);
-        let idle_before = producer.stats().idle_rounds.load(std::sync::atomic::Ordering::Relaxed);
+        let idle_before = producer
+            .stats()
+            .idle_rounds
+            .load(std::sync::atomic::Ordering::Relaxed);
         tokio::time::sleep(Duration::from_millis(600)).await;
-        let idle = producer.stats().idle_rounds.load(std::sync::atomic::Ordering::Relaxed)
+        let idle = producer
+            .stats()
+            .idle_rounds
+            .load(std::sync::atomic::Ordering::Relaxed)
             - idle_before;
         let after = statements(&producer);
         ensure!(idle >= 3, "only {idle} rounds in 600 ms read nothing");

@@ -344,9 +344,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     ));
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let done = cstats.applied.load(Ordering::Relaxed)
-            + cstats.skipped.load(Ordering::Relaxed)
-            + cstats.dead_lettered.load(Ordering::Relaxed);
+        let done = cstats.done();
         if done >= published {
             break;
         }

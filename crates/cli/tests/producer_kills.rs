@@ -9,9 +9,9 @@ use anyhow::ensure;
 use rand::Rng as _;
 use tandem_consumer::verify::Totals;
 use tandem_consumer::CloudClient;
+use tandem_event::Kind;
 use tandem_producer::config::Sources;
 use tandem_producer::legacy::Legacy;
-use tandem_event::Kind;
 use tandem_testkit::{
     brokers, read_until_quiet, seeded_legacy, topic, until_clean, workload, Cloud, ConsumerSetup,
     PgDatabase, Reader, Running, Seeded, Tandem, TestConsumer,
@@ -138,8 +138,8 @@ async fn a_producer_killed_again_and_again_loses_no_change() -> anyhow::Result<(
 /// and the consumer's sweep at the snapshot's end removes nothing the snapshot sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_cut_short_by_a_kill_goes_on_where_it_got_to() -> anyhow::Result<()> {
-    const ROWS: usize = 10_000;
-    const BATCH: usize = 50;
+    const ROWS: usize = 4_000;
+    const BATCH: usize = 20;
     let brokers = brokers()?;
     let topic = topic(&brokers, 2).await?;
     let dir = tempfile::tempdir()?;
@@ -163,7 +163,9 @@ async fn a_snapshot_cut_short_by_a_kill_goes_on_where_it_got_to() -> anyhow::Res
     let store_url = format!("sqlite://{}", dir.path().join("producer.db").display());
     let produce = || {
         let mut command = tandem().produce(&sources, &brokers, &topic, &store_url);
-        command.arg("--once").env("TANDEM_BATCH_SIZE", BATCH.to_string());
+        command
+            .arg("--once")
+            .env("TANDEM_BATCH_SIZE", BATCH.to_string());
         command
     };
 
@@ -204,7 +206,10 @@ async fn a_snapshot_cut_short_by_a_kill_goes_on_where_it_got_to() -> anyhow::Res
 
     let events = read_until_quiet(&brokers, &topic, Duration::from_secs(3)).await?;
     let of_kind = |kind: Kind| events.iter().filter(|(_, e)| e.kind == kind).count();
-    ensure!(of_kind(Kind::SnapshotBegin) == 1, "the snapshot began again");
+    ensure!(
+        of_kind(Kind::SnapshotBegin) == 1,
+        "the snapshot began again"
+    );
     ensure!(of_kind(Kind::SnapshotEnd) == 1);
     ensure!(events
         .iter()
@@ -219,8 +224,13 @@ async fn a_snapshot_cut_short_by_a_kill_goes_on_where_it_got_to() -> anyhow::Res
 
     let stores = PgDatabase::create().await?;
     let cloud = Cloud::start(Default::default()).await?;
-    let consumer =
-        TestConsumer::start(ConsumerSetup::new(&brokers, &topic, &stores.url, &cloud.url)).await?;
+    let consumer = TestConsumer::start(ConsumerSetup::new(
+        &brokers,
+        &topic,
+        &stores.url,
+        &cloud.url,
+    ))
+    .await?;
     let client = CloudClient::new(&cloud.url, Duration::from_secs(10), 8);
     let accounts = vec![account.to_owned()];
     let drift = until_clean(&sources, &client, &accounts, Duration::from_secs(120)).await?;

@@ -325,7 +325,10 @@ async fn large_account(bench: &Bench, setup: &Setup) -> anyhow::Result<serde_jso
     tokio::time::sleep(LEASE_TTL + Duration::from_millis(200)).await;
     let started = Instant::now();
     let status = produce(&cut_topic, &cut_store)?.wait()?;
-    anyhow::ensure!(status.success(), "the restarted `tandem produce --once` failed: {status}");
+    anyhow::ensure!(
+        status.success(),
+        "the restarted `tandem produce --once` failed: {status}"
+    );
     let resumed_s = started.elapsed().as_secs_f64();
     let cut_events = topic_size(&broker.brokers, &cut_topic)?;
     let overhead = killed_s + resumed_s - whole_s;
@@ -371,10 +374,10 @@ mod tests {
 
     #[test]
     fn the_dataset_has_the_asked_size_median_and_largest() {
-        let sizes = sizes(80_000, 100, 5_000);
-        assert_eq!(sizes.iter().sum::<usize>(), 80_000);
-        assert_eq!(sizes.iter().max(), Some(&5_000));
-        assert_eq!(median_of(&sizes), 100);
+        let dataset = sizes(80_000, 100, 5_000);
+        assert_eq!(dataset.iter().sum::<usize>(), 80_000);
+        assert_eq!(dataset.iter().max(), Some(&5_000));
+        assert_eq!(median_of(&dataset), 100);
         let small = sizes(1_000, 100, 5_000);
         assert_eq!(small.iter().sum::<usize>(), 1_000);
     }

@@ -190,9 +190,9 @@ pub(super) async fn run(setup: Setup) -> anyhow::Result<i32> {
         "partitions": setup.partitions,
         "events_replayed": report.progress.events,
         "messages_read": report.progress.read,
-        "share_of_topic_read": round3(report.progress.read as f64 / in_topic.max(1) as f64),
+        "share_of_topic_read": super::rig::round3(report.progress.read as f64 / in_topic.max(1) as f64),
         "resources": store.resource_count(INTO).await?,
-        "seconds": round3(seconds),
+        "seconds": super::rig::round3(seconds),
         "events_per_s": (report.progress.events as f64 / seconds.max(1e-9)).round(),
         "drift": drift,
         "duplicates": verdict[0].duplicates.len(),
@@ -206,8 +206,4 @@ pub(super) async fn run(setup: Setup) -> anyhow::Result<i32> {
     }
     let clean = drift == Default::default() && verdict[0].duplicates.is_empty();
     Ok(if clean { 0 } else { 1 })
-}
-
-fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }

@@ -27,6 +27,9 @@ pub enum Outcome {
     /// It was already applied (a re-delivery or an older version), or it carries nothing to
     /// apply; only the position moved.
     Skipped,
+    /// The account is parked: nothing was sent or recorded, and the caller keeps the event
+    /// (only from [`Engine::apply_unless_parked`]).
+    Parked,
 }
 
 /// How a resource is created so that a retry never creates it twice.
@@ -118,7 +121,8 @@ impl Engine {
 
     /// Applies `event`, recording `position` with its bookkeeping.
     pub async fn apply(&self, event: &ChangeEvent, position: Option<Position>) -> Result<Outcome> {
-        self.apply_fenced(event, position, &self.client, None).await
+        self.apply_fenced(event, position, &self.client, None, false)
+            .await
     }
 
     /// Applies `event` while `fence` is open and `lease` holds the account: once the fence
@@ -133,7 +137,22 @@ impl Engine {
         lease: &LeaseId,
     ) -> Result<Outcome> {
         let client = self.client.fenced(fence.clone());
-        self.apply_fenced(event, position, &client, Some(lease))
+        self.apply_fenced(event, position, &client, Some(lease), false)
+            .await
+    }
+
+    /// As [`Engine::apply_until`], unless the account is parked: then nothing is done and
+    /// the outcome is [`Outcome::Parked`]. For a row, whether it is parked comes with the
+    /// reads of the row itself, in one statement.
+    pub async fn apply_unless_parked(
+        &self,
+        event: &ChangeEvent,
+        position: Option<Position>,
+        fence: &Fence,
+        lease: &LeaseId,
+    ) -> Result<Outcome> {
+        let client = self.client.fenced(fence.clone());
+        self.apply_fenced(event, position, &client, Some(lease), true)
             .await
     }
 
@@ -143,11 +162,17 @@ impl Engine {
         position: Option<Position>,
         client: &CloudClient,
         lease: Option<&LeaseId>,
+        unless_parked: bool,
     ) -> Result<Outcome> {
         let account = &event.account_id;
+        let row = matches!(event.kind, Kind::Created | Kind::Updated | Kind::Deleted);
+        if unless_parked && !row && self.store.parked_reason(account).await?.is_some() {
+            return Ok(Outcome::Parked);
+        }
         match event.kind {
             Kind::Created | Kind::Updated | Kind::Deleted => {
-                self.apply_row(event, position, client, lease).await
+                self.apply_row(event, position, client, lease, unless_parked)
+                    .await
             }
             // The events after a restore carry the new epoch, which orders them after
             // everything before it; nothing else changes.
@@ -170,7 +195,7 @@ impl Engine {
                         epoch.max(event.epoch),
                         version.max(event.version),
                     );
-                    self.apply_row(&gone, None, client, lease).await?;
+                    self.apply_row(&gone, None, client, lease, false).await?;
                 }
                 self.skip(account, position, lease).await
             }
@@ -183,6 +208,7 @@ impl Engine {
         position: Option<Position>,
         client: &CloudClient,
         lease: Option<&LeaseId>,
+        unless_parked: bool,
     ) -> Result<Outcome> {
         let account = &event.account_id;
         let data = match event.kind {
@@ -206,6 +232,9 @@ impl Engine {
                 &embeds,
             )
             .await?;
+        if unless_parked && prefetched.parked.is_some() {
+            return Ok(Outcome::Parked);
+        }
         let old = prefetched.mirror.clone();
         if let Some(old) = &old {
             // A delete carries the newest version the producer saw, which can be the deleted

@@ -241,7 +241,17 @@ impl Inner {
                 break;
             }
             let position = self.position(key, offset, self.watermark(key, offset, generation));
-            if store.parked_reason(&event.account_id).await?.is_some() {
+            tracing::debug!(partition = key.1, offset, account = %event.account_id, kind = %event.kind, entity = %event.entity_type, key = %event.entity_id, "applying");
+            let applied = self
+                .engine
+                .apply_unless_parked(
+                    event,
+                    Some(position.clone()),
+                    &held.fence(&work.fence),
+                    &lease.id,
+                )
+                .await;
+            if let Ok(Outcome::Parked) = applied {
                 // The account waits for an operator; its events are kept in order meanwhile.
                 match store
                     .hold(&event.account_id, payload, None, position, Some(&lease.id))
@@ -258,17 +268,7 @@ impl Inner {
                     Err(e) => return Err(e),
                 }
             }
-            tracing::debug!(partition = key.1, offset, account = %event.account_id, kind = %event.kind, entity = %event.entity_type, key = %event.entity_id, "applying");
-            match self
-                .engine
-                .apply_until(
-                    event,
-                    Some(position.clone()),
-                    &held.fence(&work.fence),
-                    &lease.id,
-                )
-                .await
-            {
+            match applied {
                 Ok(outcome) => {
                     self.record(event, outcome, work.read_ms);
                     if let (Kind::SnapshotEnd, Some(id)) = (event.kind, &event.snapshot_id) {
@@ -380,6 +380,8 @@ impl Inner {
             Outcome::Skipped => {
                 self.stats.skipped.fetch_add(1, Ordering::Relaxed);
             }
+            // Held, not done: counted when it is held.
+            Outcome::Parked => {}
         }
     }
 }

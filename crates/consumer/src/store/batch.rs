@@ -111,11 +111,10 @@ pub(super) async fn held(
 ) -> Result<HashSet<(String, String, String)>> {
     let mut held = HashSet::new();
     for chunk in leases.chunks(ROWS_PER_STATEMENT) {
-        let values = Values::of(
-            chunk
-                .iter()
-                .map(|(account, lease)| vec![text(&lease.group), text(account), text(&lease.owner)]),
-        );
+        let values =
+            Values::of(chunk.iter().map(|(account, lease)| {
+                vec![text(&lease.group), text(account), text(&lease.owner)]
+            }));
         let rows = values
             .fetch(
                 conn,
@@ -130,7 +129,13 @@ pub(super) async fn held(
 }
 
 /// One mirror row to write: (account, entity_type, entity_id, row, where its event sits).
-pub(super) type MirrorWrite<'a> = (&'a str, &'a str, &'a str, &'a MirrorRow, Option<&'a Position>);
+pub(super) type MirrorWrite<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a MirrorRow,
+    Option<&'a Position>,
+);
 
 /// Upserts mirror rows, never over a newer `(epoch, version)`.
 pub(super) async fn mirror(conn: &mut AnyConnection, rows: Vec<MirrorWrite<'_>>) -> Result<()> {
@@ -204,16 +209,18 @@ pub(super) async fn ids(
     for layer in layers(entries, |(a, k, _)| (*a, *k)) {
         let (set, gone): (Vec<_>, Vec<_>) = layer.into_iter().partition(|(_, _, id)| id.is_some());
         for chunk in set.chunks(ROWS_PER_STATEMENT) {
-            let rows = chunk.iter().filter_map(|(account, (resource, root_key), id)| {
-                let (cloud_id, hash) = id.as_ref()?;
-                Some(vec![
-                    text(account),
-                    text(resource),
-                    text(root_key),
-                    text(cloud_id),
-                    text(hash),
-                ])
-            });
+            let rows = chunk
+                .iter()
+                .filter_map(|(account, (resource, root_key), id)| {
+                    let (cloud_id, hash) = id.as_ref()?;
+                    Some(vec![
+                        text(account),
+                        text(resource),
+                        text(root_key),
+                        text(cloud_id),
+                        text(hash),
+                    ])
+                });
             Values::of(rows)
                 .execute(
                     conn,
@@ -224,9 +231,9 @@ pub(super) async fn ids(
                 .await?;
         }
         for chunk in gone.chunks(ROWS_PER_STATEMENT) {
-            let rows = chunk
-                .iter()
-                .map(|(account, (resource, root_key), _)| vec![text(account), text(resource), text(root_key)]);
+            let rows = chunk.iter().map(|(account, (resource, root_key), _)| {
+                vec![text(account), text(resource), text(root_key)]
+            });
             Values::of(rows)
                 .execute(
                     conn,
@@ -246,9 +253,9 @@ pub(super) async fn parked(
 ) -> Result<()> {
     for layer in layers(entries, |(a, k, _)| (*a, *k)) {
         for chunk in layer.chunks(ROWS_PER_STATEMENT) {
-            let keys = chunk
-                .iter()
-                .map(|(account, (resource, root_key), _)| vec![text(account), text(resource), text(root_key)]);
+            let keys = chunk.iter().map(|(account, (resource, root_key), _)| {
+                vec![text(account), text(resource), text(root_key)]
+            });
             Values::of(keys)
                 .execute(
                     conn,
@@ -293,15 +300,17 @@ pub(super) async fn positions(
 ) -> Result<()> {
     let accounts: Vec<_> = accounts.into_iter().collect();
     for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
-        let rows = chunk.iter().map(|((group, topic, partition, account), next)| {
-            vec![
-                text(group),
-                text(topic),
-                Param::Int(Some(i64::from(*partition))),
-                text(account),
-                Param::Int(Some(*next)),
-            ]
-        });
+        let rows = chunk
+            .iter()
+            .map(|((group, topic, partition, account), next)| {
+                vec![
+                    text(group),
+                    text(topic),
+                    Param::Int(Some(i64::from(*partition))),
+                    text(account),
+                    Param::Int(Some(*next)),
+                ]
+            });
         Values::of(rows)
             .execute(
                 conn,
@@ -356,7 +365,10 @@ mod tests {
 
     #[test]
     fn values_number_their_parameters_in_order() {
-        let values = Values::of([vec![text("x"), Param::Int(Some(1))], vec![text("y"), Param::Int(None)]]);
+        let values = Values::of([
+            vec![text("x"), Param::Int(Some(1))],
+            vec![text("y"), Param::Int(None)],
+        ]);
         assert_eq!(values.sql, "($1, $2), ($3, $4)");
         assert_eq!(values.params.len(), 4);
     }

@@ -101,7 +101,11 @@ async fn write_batch(
     let mut written: Vec<&Queued> = Vec::with_capacity(batch.len());
     for queued in batch {
         let lost = queued.book.lease.as_ref().filter(|lease| {
-            let key = (lease.group.clone(), queued.account.clone(), lease.owner.clone());
+            let key = (
+                lease.group.clone(),
+                queued.account.clone(),
+                lease.owner.clone(),
+            );
             !held.contains(&key)
         });
         match lost {
@@ -140,7 +144,11 @@ async fn write_batch(
             ));
         }
         ids.extend(book.ids.iter().map(|(key, id)| (account, key, id)));
-        parked.extend(book.parked.iter().map(|(key, target)| (account, key, target)));
+        parked.extend(
+            book.parked
+                .iter()
+                .map(|(key, target)| (account, key, target)),
+        );
         if let Some(p) = &book.position {
             let partition = (p.group.as_str(), p.topic.as_str(), p.partition);
             if p.watermark > 0 {

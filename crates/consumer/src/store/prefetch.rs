@@ -1,5 +1,5 @@
-//! What applying one event will read about its own row, read in one statement: the row's
-//! mirror image, the ID map entries and waiting references of the resources rooted at it, and
+//! What applying one event will read about its own row, read in one statement: whether the
+//! account is parked, the row's mirror image, the ID map entries and waiting references of the resources rooted at it, and
 //! the children embedded in them. Only the account's worker writes these while it holds the
 //! lease, so they stay true while the event is applied; what else the event needs (rows it
 //! refers to, a parent it is embedded in) is read when needed.
@@ -15,6 +15,8 @@ use crate::Result;
 /// What [`Store::prefetch`] found, with what it looked for and did not find recorded as absent.
 #[derive(Debug, Default, Clone)]
 pub struct Prefetched {
+    /// Why the account is parked, if it is.
+    pub parked: Option<String>,
     /// The event's own row: `None` when the mirror has no image of it.
     pub mirror: Option<MirrorRow>,
     /// (resource, root key) → its ID map entry, for every resource looked up.
@@ -46,6 +48,9 @@ impl Store {
             "SELECT 'm' AS part, entity_id AS a, parent AS b, data AS c, epoch AS n1, \
              version AS n2 FROM consumer_mirror \
              WHERE account = $1 AND entity_type = $2 AND entity_id = $3"
+                .to_owned(),
+            "SELECT 'p', parked_reason, NULL, NULL, NULL, NULL FROM consumer_accounts \
+             WHERE account = $1"
                 .to_owned(),
         ];
         if !resources.is_empty() {
@@ -96,6 +101,10 @@ impl Store {
             found.children.insert(key, Vec::new());
         }
         for (part, a, b, c, n1, n2) in rows {
+            if part == "p" {
+                found.parked = a;
+                continue;
+            }
             if part == "m" {
                 found.mirror = Some(MirrorRow {
                     epoch: n1.unwrap_or(0),

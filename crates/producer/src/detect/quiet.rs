@@ -103,9 +103,15 @@ impl Producer {
                     && last.at.elapsed() < FULL_ROUND_AT_LEAST_EVERY
                     && accounts.iter().all(|a| last.quiet.contains(a))
             }) {
-                self.stats.idle_rounds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.stats
+                    .idle_rounds
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Ok(Round {
-                    quiet: accounts.iter().filter(|a| last.quiet.contains(*a)).cloned().collect(),
+                    quiet: accounts
+                        .iter()
+                        .filter(|a| last.quiet.contains(*a))
+                        .cloned()
+                        .collect(),
                     known: HashMap::new(),
                     check_due: last.check_due,
                 });

@@ -50,12 +50,10 @@ impl Legacy {
                     let file = pool.connect_options().get_filename().to_owned();
                     token.extend(tandem_sql::sqlite_change_token(&file));
                 }
-                Pool::Postgres(_) => {
-                    match self.snapshot_bounds(account).await? {
-                        Some((xmin, xmax)) if xmin == xmax => token.push(xmax),
-                        _ => return Ok(None),
-                    }
-                }
+                Pool::Postgres(_) => match self.snapshot_bounds(account).await? {
+                    Some((xmin, xmax)) if xmin == xmax => token.push(xmax),
+                    _ => return Ok(None),
+                },
             }
         }
         Ok(Some(token))
