@@ -26,6 +26,7 @@ pub(super) struct Setup {
     pub rates: Vec<u32>,
     pub seconds: u64,
     pub partitions: i32,
+    pub producer_concurrency: usize,
 }
 
 /// The goals at 1,000 changes/s: p99 under a second, p50 under 150 ms.
@@ -63,6 +64,7 @@ pub(super) async fn run(setup: Setup, rig: super::RigArgs) -> anyhow::Result<i32
                 topic: topic.clone(),
                 store_url: store_url("producer.db"),
                 delete_check_interval: DELETE_CHECK,
+                concurrency: setup.producer_concurrency,
                 ..Default::default()
             },
         )
@@ -190,6 +192,7 @@ pub(super) async fn run(setup: Setup, rig: super::RigArgs) -> anyhow::Result<i32
         "accounts": setup.accounts,
         "seconds_per_rate": setup.seconds,
         "partitions": setup.partitions,
+        "producer_concurrency": setup.producer_concurrency,
         "store": bench.store_kind(),
         "goal": format!("at_1000.end_to_end_ms.p99 < {GOAL_P99_MS} and p50 < {GOAL_P50_MS}"),
         "met": goal_met.map_or(Json::Null, Json::Bool),

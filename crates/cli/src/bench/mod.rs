@@ -93,6 +93,9 @@ pub enum Bench {
         seconds: u64,
         #[arg(long, default_value_t = 16)]
         partitions: i32,
+        /// Accounts the producer cycles at once (as `tandem produce --concurrency`).
+        #[arg(long, default_value_t = tandem_producer::Options::default().concurrency)]
+        producer_concurrency: usize,
         #[command(flatten)]
         rig: RigArgs,
     },
@@ -201,6 +204,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             rates,
             seconds,
             partitions,
+            producer_concurrency,
             rig,
         } => {
             latency::run(
@@ -209,6 +213,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
                     rates,
                     seconds,
                     partitions: partitions.max(1),
+                    producer_concurrency: producer_concurrency.max(1),
                 },
                 rig,
             )

@@ -82,7 +82,7 @@ pub(super) fn member(
             ("auto.offset.reset", "earliest"),
             ("session.timeout.ms", "10000"),
             // Changes should be visible in well under a second; don't let fetches idle long.
-            ("fetch.wait.max.ms", "100"),
+            ("fetch.wait.max.ms", "20"),
             // What librdkafka prefetches stays small; the in-flight bound does the rest.
             ("queued.max.messages.kbytes", "16384"),
         ])
