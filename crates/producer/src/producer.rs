@@ -253,6 +253,11 @@ impl Producer {
         self.stats
             .quiet
             .fetch_add(quiet.len() as u64, Ordering::Relaxed);
+        if self.migration.is_none() && accounts.iter().all(|a| quiet.contains(a)) {
+            // Nothing to do for anyone: no plan to make, no cycle to start.
+            self.stats.cycles.fetch_add(1, Ordering::Relaxed);
+            return Ok(0);
+        }
         let plan = self.plan(accounts).await?;
         // The next account is chosen when a slot frees up, so that one enrolled by
         // migrate-now meanwhile goes before the rest.

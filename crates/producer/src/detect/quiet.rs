@@ -68,7 +68,7 @@ pub(crate) struct QuietSince {
 /// A full round at least this often, whatever the change tokens say: a token that failed to
 /// move (two commits within the file system's clock tick, leaving the log at its old size)
 /// costs at most this much delay.
-const FULL_ROUND_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+const FULL_ROUND_AT_LEAST_EVERY: std::time::Duration = std::time::Duration::from_secs(15);
 
 /// What one legacy database says once per cycle, for all the accounts it holds.
 struct DatabaseFacts {
