@@ -43,7 +43,7 @@ impl Default for Options {
             store_url: "sqlite://tandem-producer.db".into(),
             interval: Duration::from_millis(200),
             batch_size: 500,
-            concurrency: 32,
+            concurrency: 8,
             framing: Framing::SingleObject,
             kafka: Vec::new(),
             delete_check_interval: Duration::from_secs(30),

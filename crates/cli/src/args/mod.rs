@@ -184,7 +184,7 @@ pub struct ProduceArgs {
     #[arg(long, env = "TANDEM_BATCH_SIZE", default_value_t = 500)]
     pub batch_size: usize,
     /// Accounts detected at the same time.
-    #[arg(long, env = "TANDEM_PRODUCER_CONCURRENCY", default_value_t = 32)]
+    #[arg(long, env = "TANDEM_PRODUCER_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
     /// Write Confluent-framed messages with this registered schema id instead of Avro
     /// single-object encoding.
