@@ -249,7 +249,7 @@ impl Producer {
             warn!(error = %e, "cannot tell which accounts are quiet; every account gets its cycle");
             crate::detect::Round::default()
         });
-        let (quiet, mut known) = (round.quiet, round.known);
+        let (quiet, mut known, plain) = (round.quiet, round.known, round.plain);
         self.stats
             .quiet
             .fetch_add(quiet.len() as u64, Ordering::Relaxed);
@@ -258,13 +258,38 @@ impl Producer {
             self.stats.cycles.fetch_add(1, Ordering::Relaxed);
             return Ok(0);
         }
-        let plan = self.plan(accounts).await?;
+        let mut plan = self.plan(accounts).await?;
+        let mut started = HashSet::new();
+        let mut results: Vec<(String, Result<u64>)> = Vec::new();
+        // Plain accounts first, all together; those that need more get their own cycle.
+        let together: Vec<(String, crate::detect::Known)> = plan
+            .accounts
+            .iter()
+            .filter(|account| plain.contains(*account))
+            .filter_map(|account| known.remove(account).map(|k| (account.clone(), k)))
+            .collect();
+        if !together.is_empty() {
+            let names: Vec<String> = together.iter().map(|(a, _)| a.clone()).collect();
+            let taken: HashSet<&String> = names.iter().collect();
+            plan.accounts.retain(|account| !taken.contains(account));
+            started.extend(names.iter().cloned());
+            let own = match self.cycle_together(together).await {
+                Ok((published, own)) => {
+                    results.push(("(accounts cycled together)".to_owned(), Ok(published)));
+                    own
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot cycle accounts together; each gets its own cycle");
+                    names
+                }
+            };
+            for account in own.into_iter().rev() {
+                plan.accounts.push_front(account);
+            }
+        }
         // The next account is chosen when a slot frees up, so that one enrolled by
         // migrate-now meanwhile goes before the rest.
-        let mut plan = plan;
-        let mut started = HashSet::new();
         let mut running = futures::stream::FuturesUnordered::new();
-        let mut results: Vec<(String, Result<u64>)> = Vec::new();
         loop {
             while running.len() < self.options.concurrency.max(1) {
                 match self.next_account(&mut plan, &found, &mut started).await {

@@ -14,6 +14,9 @@ pub struct Stats {
     pub restores: AtomicU64,
     /// Account cycles skipped because the account was quiet: nothing new, nothing due.
     pub quiet: AtomicU64,
+    /// Account cycles that were only a version scan, done together with others' (see
+    /// `detect/together.rs`).
+    pub together: AtomicU64,
     /// Rounds that read nothing: no commit reached the legacy databases or the store since a
     /// round that found every account quiet.
     pub idle_rounds: AtomicU64,

@@ -8,7 +8,8 @@
 //! - [`differences`]: the differencing check itself;
 //! - [`restore`]: restore signals and the reconcile that follows;
 //! - [`snapshot`]: snapshots, on enrolment and on request;
-//! - [`quiet`]: accounts whose cycle would find nothing, told apart all at once.
+//! - [`quiet`]: accounts whose cycle would find nothing, told apart all at once;
+//! - [`together`]: accounts whose cycle is only a version scan, cycled together.
 
 use tandem_event::{ChangeEvent, Kind};
 use tracing::info;
@@ -23,6 +24,7 @@ mod quiet;
 mod restore;
 mod scan;
 mod snapshot;
+mod together;
 
 pub use differences::Differences;
 pub(crate) use quiet::{Known, QuietSince, Round};
@@ -229,7 +231,7 @@ impl Producer {
     /// Takes the account's lease, or renews it once a third of its time is gone; a lease with
     /// more left is held without a write to the store. The time left is reckoned from before
     /// the store was asked, so it never outlasts what the store recorded.
-    async fn hold_lease(&self, account: &str) -> Result<bool> {
+    pub(super) async fn hold_lease(&self, account: &str) -> Result<bool> {
         let ttl = self.options.lease_ttl;
         let now = std::time::Instant::now();
         if self
@@ -249,7 +251,7 @@ impl Producer {
         Ok(taken)
     }
 
-    fn held_leases(
+    pub(super) fn held_leases(
         &self,
     ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::time::Instant>> {
         self.held

@@ -27,6 +27,9 @@ pub(crate) struct Round {
     /// For accounts that are not quiet and whose lease this instance held all along: what the
     /// round read, so their cycle need not read it again.
     pub known: HashMap<String, Known>,
+    /// Accounts of `known` whose cycle is only a version scan: rows were written above the
+    /// marks, and nothing else is to be done (see [`Producer::cycle_together`]).
+    pub plain: HashSet<String>,
     /// When the first differencing check of the quiet accounts falls due (epoch millis).
     pub check_due: i64,
 }
@@ -36,6 +39,8 @@ pub(crate) struct Round {
 /// round; the versions may have moved on since, and the cycle reads up to them as its bound.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Known {
+    /// The account's epoch.
+    pub epoch: i64,
     /// Per table, in [`crate::legacy::Legacy::tables`]' order.
     pub maxima: Vec<i64>,
     /// Table → high-water mark (0 when absent).
@@ -113,6 +118,7 @@ impl Producer {
                         .cloned()
                         .collect(),
                     known: HashMap::new(),
+                    plain: HashSet::new(),
                     check_due: last.check_due,
                 });
             }
@@ -163,6 +169,7 @@ impl Producer {
             };
             if held.contains(&account) {
                 let known = Known {
+                    epoch: view.epoch,
                     maxima: maxima.clone(),
                     high_water: view.high_water.clone(),
                 };
@@ -174,7 +181,17 @@ impl Producer {
                 && tables.iter().zip(maxima).all(|(table, max)| {
                     view.high_water.get(&table.name).copied().unwrap_or(0) == *max
                 });
-            if !unchanged {
+            // A changed account may still be plain: only rows above its marks to read.
+            let plain = !unchanged
+                && held.contains(&account)
+                && view.enrolled
+                && !view.pending
+                && !check_due
+                && tables.len() == maxima.len()
+                && tables.iter().zip(maxima).all(|(table, max)| {
+                    view.high_water.get(&table.name).copied().unwrap_or(0) <= *max
+                });
+            if !unchanged && !plain {
                 continue;
             }
             let database = self.legacy.database_key(&account).to_owned();
@@ -189,20 +206,27 @@ impl Producer {
                     })
                 }
             };
-            let high_water = maxima.iter().copied().max().unwrap_or(0);
+            let high_water = tables
+                .iter()
+                .map(|table| view.high_water.get(&table.name).copied().unwrap_or(0))
+                .max()
+                .unwrap_or(0);
             let same_identity = match (&facts.identity, &view.identity) {
                 (None, _) => true,
                 (Some(now), Some(seen)) => now == seen,
                 (Some(_), None) => false,
             };
             let counter_ok = facts.version_counter.is_none_or(|c| c >= high_water);
-            if !facts.open_transactions && same_identity && counter_ok {
-                if check_due {
-                    due.push(account);
-                } else {
-                    round.known.remove(&account);
-                    round.quiet.insert(account);
-                }
+            if facts.open_transactions || !same_identity || !counter_ok {
+                continue;
+            }
+            if plain {
+                round.plain.insert(account);
+            } else if check_due {
+                due.push(account);
+            } else {
+                round.known.remove(&account);
+                round.quiet.insert(account);
             }
         }
         round.check_due = round

@@ -14,7 +14,7 @@ use crate::{Error, Result};
 mod outbox;
 mod topic;
 
-pub use outbox::{Checkpoint, Outbox};
+pub use outbox::{Checkpoint, Outbox, TableBatch};
 pub use topic::{ensure_topic, TopicReport, TopicSettings};
 
 /// Librdkafka settings for an idempotent producer; `extra` passes through unchanged, last.

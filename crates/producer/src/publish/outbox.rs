@@ -2,7 +2,7 @@
 //! deletes, settling, snapshots, restores — and handed-in detections hand their batch to an
 //! [`Outbox`], so none can forget a step of the sequence that makes a stop at any point safe.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -109,7 +109,66 @@ impl Outbox {
         self.publish(events).await
     }
 
+    /// Publishes the batches of many accounts as [`Outbox::send`] publishes one, with one
+    /// transaction before they go out, one wait for the broker, and one transaction for all
+    /// their checkpoints, each account's under its lease. The accounts whose lease was lost are
+    /// returned: their events went out, their checkpoints did not move.
+    pub async fn send_together(
+        &self,
+        batches: &[TableBatch],
+        lease: (&str, Duration),
+    ) -> Result<Vec<String>> {
+        let mut accounts: BTreeMap<&str, Vec<&ChangeEvent>> = BTreeMap::new();
+        for batch in batches {
+            accounts
+                .entry(batch.account.as_str())
+                .or_default()
+                .extend(&batch.events);
+        }
+        let before: Vec<(&str, Vec<(&str, &str, i64)>, Option<(i64, i64)>)> = accounts
+            .iter()
+            .map(|(account, events)| {
+                let created = events
+                    .iter()
+                    .filter(|e| e.kind == Kind::Created)
+                    .map(|e| (e.entity_type.as_str(), e.entity_id.as_str(), e.version))
+                    .collect();
+                let mark = if events.is_empty() {
+                    None
+                } else {
+                    self.mark_to_raise(account, events.iter().copied())
+                };
+                (*account, created, mark)
+            })
+            .collect();
+        self.store.before_sending(&before).await?;
+        for (account, _, mark) in &before {
+            if let Some(mark) = mark {
+                self.remember_mark(account, *mark);
+            }
+        }
+        futures::future::try_join_all(batches.iter().map(|b| self.publish(&b.events))).await?;
+        let created: Vec<Vec<String>> = batches.iter().map(|b| created_keys(&b.events)).collect();
+        let advances: Vec<(&str, &str, Advance<'_>)> = batches
+            .iter()
+            .zip(&created)
+            .map(|(b, created)| {
+                let advance = Advance {
+                    upserts: &b.upserts,
+                    high_water: Some(b.high_water),
+                    created,
+                    ..Advance::default()
+                };
+                (b.account.as_str(), b.table.as_str(), advance)
+            })
+            .collect();
+        self.store.advance_together(&advances, lease).await
+    }
+
     async fn publish(&self, events: &[ChangeEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
         self.publisher.publish(events).await?;
         let acknowledged = tandem_event::now_millis();
         for event in events {
@@ -126,9 +185,28 @@ impl Outbox {
     /// Raises the account's published mark to the batch's newest version (a batch is of one
     /// epoch), unless this instance raised it that far already.
     async fn raise_mark(&self, account: &str, events: &[ChangeEvent]) -> Result<()> {
-        let epoch = events.iter().map(|e| e.epoch).max().unwrap_or(0);
+        if let Some((epoch, version)) = self.mark_to_raise(account, events) {
+            self.store.raise_published(account, epoch, version).await?;
+            self.remember_mark(account, (epoch, version));
+        }
+        Ok(())
+    }
+
+    /// The published mark (epoch, version) the events need, unless this instance raised the
+    /// account's that far already.
+    fn mark_to_raise<'e>(
+        &self,
+        account: &str,
+        events: impl IntoIterator<Item = &'e ChangeEvent> + Clone,
+    ) -> Option<(i64, i64)> {
+        let epoch = events
+            .clone()
+            .into_iter()
+            .map(|e| e.epoch)
+            .max()
+            .unwrap_or(0);
         let version = events
-            .iter()
+            .into_iter()
             .filter(|e| e.epoch == epoch)
             .map(|e| e.version)
             .max()
@@ -138,14 +216,29 @@ impl Outbox {
             .lock()
             .ok()
             .and_then(|marks| marks.get(account).copied());
-        if raised.is_none_or(|(e, v)| e != epoch || v < version) {
-            self.store.raise_published(account, epoch, version).await?;
-            if let Ok(mut marks) = self.marks.lock() {
-                marks.insert(account.to_owned(), (epoch, version));
-            }
-        }
-        Ok(())
+        raised
+            .is_none_or(|(e, v)| e != epoch || v < version)
+            .then_some((epoch, version))
     }
+
+    fn remember_mark(&self, account: &str, mark: (i64, i64)) {
+        if let Ok(mut marks) = self.marks.lock() {
+            marks.insert(account.to_owned(), mark);
+        }
+    }
+}
+
+/// One account's batch of one table's changes, sent with others' by
+/// [`Outbox::send_together`]: its events, and the checkpoint they move.
+#[derive(Debug)]
+pub struct TableBatch {
+    pub account: String,
+    pub table: String,
+    pub events: Vec<ChangeEvent>,
+    /// Keys published as created or updated, with their versions.
+    pub upserts: Vec<(String, i64)>,
+    /// The table's new high-water mark.
+    pub high_water: i64,
 }
 
 /// The keys of the events published as created.

@@ -11,7 +11,7 @@ use super::{placeholders, set_account, AccountState, Store};
 use crate::{now_millis, Error, Result};
 
 /// What one published batch changes in a table's checkpoint.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct Advance<'a> {
     /// Keys published as created or updated, with their versions.
     pub upserts: &'a [(String, i64)],
@@ -29,6 +29,9 @@ pub struct Advance<'a> {
 /// Width, in versions, of the parts the manifest is counted in (`producer_manifest_parts`;
 /// the migration that creates that table uses the same number).
 pub const PART_VERSIONS: i64 = 1024;
+
+/// Manifest rows written or deleted by one statement at most (two parameters each).
+const ROWS_PER_STATEMENT: usize = 500;
 
 /// Ranges given to one statement at most.
 pub(crate) const RANGES_PER_STATEMENT: usize = 2048;
@@ -227,117 +230,181 @@ impl Store {
         let mut statements = 1;
         if let Some((owner, ttl)) = lease {
             statements += 1;
-            let held = sqlx::query(
-                "UPDATE producer_leases SET expires_at = $3 WHERE account = $1 AND owner = $2",
-            )
-            .bind(account)
-            .bind(owner)
-            .bind(now_millis() + ttl.as_millis() as i64)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if held == 0 {
+            if !renew_lease(&mut tx, account, owner, ttl).await? {
                 return Err(Error::LostLease(account.to_owned()));
             }
         }
-        sqlx::query(
-            "INSERT INTO producer_accounts (account, epoch) VALUES ($1, 0) \
-             ON CONFLICT (account) DO NOTHING",
-        )
-        .bind(account)
-        .execute(&mut *tx)
-        .await?;
-        let keys: Vec<&str> = change
-            .upserts
-            .iter()
-            .map(|(key, _)| key.as_str())
-            .chain(change.deletes.iter().map(String::as_str))
-            .collect();
-        statements += keys.len().div_ceil(500) as u64;
-        let mut known = versions_of(&mut tx, account, table, &keys).await?;
-        // (entries, checksum) changes per part.
-        let mut parts: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
-        let mut change_part = |version: i64, sign: i64| {
-            let part = parts.entry(version / PART_VERSIONS).or_default();
-            part.0 += sign;
-            part.1 += sign * (version + 1);
-        };
-        for (key, version) in change.upserts {
-            if let Some(old) = known.insert(key.clone(), *version) {
-                change_part(old, -1);
-            }
-            change_part(*version, 1);
-        }
-        for key in change.deletes {
-            if let Some(old) = known.remove(key) {
-                change_part(old, -1);
-            }
-        }
-        let deltas: Vec<(i64, (i64, i64))> =
-            parts.into_iter().filter(|(_, d)| *d != (0, 0)).collect();
-        for chunk in deltas.chunks(200) {
-            statements += 1;
-            // Integers only, written as literals: one statement for the whole batch.
-            let values = chunk
-                .iter()
-                .map(|(part, (entries, checksum))| {
-                    format!("($1, $2, {part}, {entries}, {checksum})")
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
-            sqlx::query(&format!(
-                "INSERT INTO producer_manifest_parts (account, entity_type, part, entries, checksum) \
-                 VALUES {values} ON CONFLICT (account, entity_type, part) \
-                 DO UPDATE SET entries = producer_manifest_parts.entries + excluded.entries, \
-                 checksum = producer_manifest_parts.checksum + excluded.checksum"
-            ))
-            .bind(account)
-            .bind(table)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for (key, version) in change.upserts {
-            statements += 1;
-            sqlx::query(
-                "INSERT INTO producer_manifest (account, entity_type, entity_id, version) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (account, entity_type, entity_id) \
-                 DO UPDATE SET version = excluded.version",
-            )
-            .bind(account)
-            .bind(table)
-            .bind(key)
-            .bind(version)
-            .execute(&mut *tx)
-            .await?;
-        }
-        for key in change.deletes {
-            statements += 1;
-            sqlx::query(
-                "DELETE FROM producer_manifest \
-                 WHERE account = $1 AND entity_type = $2 AND entity_id = $3",
-            )
-            .bind(account)
-            .bind(table)
-            .bind(key)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if let Some(high_water) = change.high_water {
-            statements += 1;
-            set_high_water(&mut tx, account, table, high_water).await?;
-        }
-        if let Some(mark) = change.tombstone_mark {
-            statements += 1;
-            set_high_water(&mut tx, account, &tombstone_mark_key(table), mark).await?;
-        }
-        let created: Vec<&str> = change.created.iter().map(String::as_str).collect();
-        statements += created.len().div_ceil(500) as u64;
-        settle(&mut tx, account, table, &created).await?;
+        statements += advance_in(&mut tx, account, table, change).await?;
         tx.commit().await?;
         self.count(statements);
         Ok(())
     }
 
+    /// Records the published batches of many accounts in one transaction, each account under
+    /// its lease as [`Store::advance`] does. An account whose lease was lost is left out, and
+    /// returned: nothing of it moves.
+    pub async fn advance_together(
+        &self,
+        batches: &[(&str, &str, Advance<'_>)],
+        (owner, ttl): (&str, Duration),
+    ) -> Result<Vec<String>> {
+        let mut tx = self.pool.begin().await?;
+        let mut statements = 1;
+        let mut lost: Vec<String> = Vec::new();
+        let mut held: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for (account, table, change) in batches {
+            if lost.iter().any(|a| a == account) {
+                continue;
+            }
+            if !held.contains(account) {
+                statements += 1;
+                if !renew_lease(&mut tx, account, owner, ttl).await? {
+                    lost.push((*account).to_owned());
+                    continue;
+                }
+                held.insert(account);
+            }
+            statements += advance_in(&mut tx, account, table, *change).await?;
+        }
+        tx.commit().await?;
+        self.count(statements);
+        Ok(lost)
+    }
+}
+
+/// Extends the account's lease if `owner` still holds it; whether it does.
+async fn renew_lease(
+    conn: &mut sqlx::AnyConnection,
+    account: &str,
+    owner: &str,
+    ttl: Duration,
+) -> Result<bool> {
+    let held =
+        sqlx::query("UPDATE producer_leases SET expires_at = $3 WHERE account = $1 AND owner = $2")
+            .bind(account)
+            .bind(owner)
+            .bind(now_millis() + ttl.as_millis() as i64)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    Ok(held > 0)
+}
+
+/// One table's part of a checkpoint, written on `tx`; the statements it took.
+async fn advance_in(
+    tx: &mut sqlx::AnyConnection,
+    account: &str,
+    table: &str,
+    change: Advance<'_>,
+) -> Result<u64> {
+    let mut statements = 1;
+    sqlx::query(
+        "INSERT INTO producer_accounts (account, epoch) VALUES ($1, 0) \
+             ON CONFLICT (account) DO NOTHING",
+    )
+    .bind(account)
+    .execute(&mut *tx)
+    .await?;
+    let keys: Vec<&str> = change
+        .upserts
+        .iter()
+        .map(|(key, _)| key.as_str())
+        .chain(change.deletes.iter().map(String::as_str))
+        .collect();
+    statements += keys.len().div_ceil(500) as u64;
+    let mut known = versions_of(&mut *tx, account, table, &keys).await?;
+    // (entries, checksum) changes per part.
+    let mut parts: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    let mut change_part = |version: i64, sign: i64| {
+        let part = parts.entry(version / PART_VERSIONS).or_default();
+        part.0 += sign;
+        part.1 += sign * (version + 1);
+    };
+    for (key, version) in change.upserts {
+        if let Some(old) = known.insert(key.clone(), *version) {
+            change_part(old, -1);
+        }
+        change_part(*version, 1);
+    }
+    for key in change.deletes {
+        if let Some(old) = known.remove(key) {
+            change_part(old, -1);
+        }
+    }
+    let deltas: Vec<(i64, (i64, i64))> = parts.into_iter().filter(|(_, d)| *d != (0, 0)).collect();
+    for chunk in deltas.chunks(200) {
+        statements += 1;
+        // Integers only, written as literals: one statement for the whole batch.
+        let values = chunk
+            .iter()
+            .map(|(part, (entries, checksum))| format!("($1, $2, {part}, {entries}, {checksum})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        sqlx::query(&format!(
+            "INSERT INTO producer_manifest_parts (account, entity_type, part, entries, checksum) \
+                 VALUES {values} ON CONFLICT (account, entity_type, part) \
+                 DO UPDATE SET entries = producer_manifest_parts.entries + excluded.entries, \
+                 checksum = producer_manifest_parts.checksum + excluded.checksum"
+        ))
+        .bind(account)
+        .bind(table)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // The last version of each key upserted (a key twice in one statement is an error in
+    // PostgreSQL), then the deletes, each as multi-row statements.
+    let upserts: BTreeMap<&str, i64> = change
+        .upserts
+        .iter()
+        .map(|(key, version)| (key.as_str(), *version))
+        .collect();
+    let upserts: Vec<(&str, i64)> = upserts.into_iter().collect();
+    for chunk in upserts.chunks(ROWS_PER_STATEMENT) {
+        statements += 1;
+        let values = (0..chunk.len())
+            .map(|i| format!("($1, $2, ${}, ${})", 2 * i + 3, 2 * i + 4))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO producer_manifest (account, entity_type, entity_id, version) \
+                 VALUES {values} ON CONFLICT (account, entity_type, entity_id) \
+                 DO UPDATE SET version = excluded.version"
+        );
+        let mut query = sqlx::query(&sql).bind(account).bind(table);
+        for (key, version) in chunk {
+            query = query.bind(*key).bind(*version);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    let deletes: Vec<&str> = change.deletes.iter().map(String::as_str).collect();
+    for chunk in deletes.chunks(ROWS_PER_STATEMENT) {
+        statements += 1;
+        let sql = format!(
+            "DELETE FROM producer_manifest \
+                 WHERE account = $1 AND entity_type = $2 AND entity_id IN ({})",
+            placeholders(3, chunk.len())
+        );
+        let mut query = sqlx::query(&sql).bind(account).bind(table);
+        for key in chunk {
+            query = query.bind(*key);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    if let Some(high_water) = change.high_water {
+        statements += 1;
+        set_high_water(&mut *tx, account, table, high_water).await?;
+    }
+    if let Some(mark) = change.tombstone_mark {
+        statements += 1;
+        set_high_water(&mut *tx, account, &tombstone_mark_key(table), mark).await?;
+    }
+    let created: Vec<&str> = change.created.iter().map(String::as_str).collect();
+    statements += created.len().div_ceil(500) as u64;
+    settle(&mut *tx, account, table, &created).await?;
+    Ok(statements)
+}
+
+impl Store {
     /// After a restore: the account's new state and, per table, the manifest and high-water
     /// mark that now describe the restored database — in one transaction, so a producer stopped
     /// half-way through a reconcile detects the restore again and repeats it.

@@ -104,6 +104,7 @@ pub(super) async fn set_account(
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AccountView {
     pub enrolled: bool,
+    pub epoch: i64,
     pub identity: Option<String>,
     pub deletes_checked_at: i64,
     /// Keys unsettled, a snapshot asked for, or PostgreSQL transactions in flight at a read.
@@ -116,9 +117,9 @@ impl Store {
     /// Every account's [`AccountView`], in two statements whatever the number of accounts.
     pub async fn account_views(&self) -> Result<HashMap<String, AccountView>> {
         self.count(2);
-        type Columns = (String, i64, Option<String>, i64, i64);
+        type Columns = (String, i64, i64, Option<String>, i64, i64);
         let rows: Vec<Columns> = sqlx::query_as(
-            "SELECT a.account, a.enrolled, a.identity, a.deletes_checked_at, \
+            "SELECT a.account, a.enrolled, a.epoch, a.identity, a.deletes_checked_at, \
              CASE WHEN EXISTS (SELECT 1 FROM producer_unsettled u WHERE u.account = a.account) \
              OR EXISTS (SELECT 1 FROM producer_snapshot_requests r WHERE r.account = a.account) \
              OR EXISTS (SELECT 1 FROM producer_inflight i WHERE i.account = a.account) \
@@ -129,9 +130,10 @@ impl Store {
         let mut views: HashMap<String, AccountView> = rows
             .into_iter()
             .map(
-                |(account, enrolled, identity, deletes_checked_at, pending)| {
+                |(account, enrolled, epoch, identity, deletes_checked_at, pending)| {
                     let view = AccountView {
                         enrolled: enrolled != 0,
+                        epoch,
                         identity,
                         deletes_checked_at,
                         pending: pending != 0,
@@ -285,20 +287,8 @@ impl Store {
     /// only rises within an epoch, and a later epoch starts it afresh.
     pub async fn raise_published(&self, account: &str, epoch: i64, version: i64) -> Result<()> {
         self.count(1);
-        sqlx::query(
-            "INSERT INTO producer_accounts (account, epoch, published_epoch, published_max) \
-             VALUES ($1, $2, $2, $3) ON CONFLICT (account) DO UPDATE SET \
-             published_max = CASE WHEN producer_accounts.published_epoch = $2 \
-             AND producer_accounts.published_max > $3 \
-             THEN producer_accounts.published_max ELSE $3 END, published_epoch = $2 \
-             WHERE producer_accounts.published_epoch <= $2",
-        )
-        .bind(account)
-        .bind(epoch)
-        .bind(version)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        raise_published(&mut conn, account, epoch, version).await
     }
 
     pub async fn set_account(&self, account: &str, state: &AccountState) -> Result<()> {
@@ -307,4 +297,27 @@ impl Store {
         set_account(&mut conn, account, state).await?;
         Ok(())
     }
+}
+
+/// See [`Store::raise_published`].
+async fn raise_published(
+    conn: &mut sqlx::AnyConnection,
+    account: &str,
+    epoch: i64,
+    version: i64,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO producer_accounts (account, epoch, published_epoch, published_max) \
+         VALUES ($1, $2, $2, $3) ON CONFLICT (account) DO UPDATE SET \
+         published_max = CASE WHEN producer_accounts.published_epoch = $2 \
+         AND producer_accounts.published_max > $3 \
+         THEN producer_accounts.published_max ELSE $3 END, published_epoch = $2 \
+         WHERE producer_accounts.published_epoch <= $2",
+    )
+    .bind(account)
+    .bind(epoch)
+    .bind(version)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

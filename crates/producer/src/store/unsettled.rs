@@ -25,26 +25,59 @@ pub(super) async fn settle(
     Ok(())
 }
 
+/// Records keys about to be published as created; the statements it took.
+async fn unsettle(
+    conn: &mut sqlx::AnyConnection,
+    account: &str,
+    created: &[(&str, &str, i64)],
+) -> Result<u64> {
+    let mut statements = 0;
+    for chunk in created.chunks(200) {
+        statements += 1;
+        let values = (0..chunk.len())
+            .map(|i| format!("($1, ${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO producer_unsettled (account, entity_type, entity_id, version) \
+             VALUES {values} ON CONFLICT (account, entity_type, entity_id) \
+             DO UPDATE SET version = excluded.version"
+        );
+        let mut query = sqlx::query(&sql).bind(account);
+        for (table, key, version) in chunk {
+            query = query.bind(*table).bind(*key).bind(*version);
+        }
+        query.execute(&mut *conn).await?;
+    }
+    Ok(statements)
+}
+
 impl Store {
     /// Records keys about to be published as created: (table, key, version).
     pub async fn unsettle(&self, account: &str, created: &[(&str, &str, i64)]) -> Result<()> {
-        for chunk in created.chunks(200) {
-            self.count(1);
-            let values = (0..chunk.len())
-                .map(|i| format!("($1, ${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let sql = format!(
-                "INSERT INTO producer_unsettled (account, entity_type, entity_id, version) \
-                 VALUES {values} ON CONFLICT (account, entity_type, entity_id) \
-                 DO UPDATE SET version = excluded.version"
-            );
-            let mut query = sqlx::query(&sql).bind(account);
-            for (table, key, version) in chunk {
-                query = query.bind(*table).bind(*key).bind(*version);
+        let mut conn = self.pool.acquire().await?;
+        self.count(unsettle(&mut conn, account, created).await?);
+        Ok(())
+    }
+
+    /// What must be recorded before the batches of many accounts go out, in one transaction:
+    /// per account, the keys about to be published as created (see [`Store::unsettle`]) and
+    /// the published mark (epoch, version) to raise (see [`Store::raise_published`]).
+    pub async fn before_sending(
+        &self,
+        accounts: &[(&str, Vec<(&str, &str, i64)>, Option<(i64, i64)>)],
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let mut statements = 1;
+        for (account, created, mark) in accounts {
+            statements += unsettle(&mut tx, account, created).await?;
+            if let Some((epoch, version)) = mark {
+                statements += 1;
+                super::raise_published(&mut tx, account, *epoch, *version).await?;
             }
-            query.execute(&self.pool).await?;
         }
+        tx.commit().await?;
+        self.count(statements);
         Ok(())
     }
 
