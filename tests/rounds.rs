@@ -254,10 +254,23 @@ async fn accounts_with_only_new_rows_go_out_together_and_their_checkpoints_hold(
     // A deleted row that was not the newest, found when the checks fall due: the manifest
     // the accounts' checkpoints wrote tells every other account apart as unchanged by its
     // checksums, and this one as changed.
+    // In another, a row is also updated: the account is plain, goes out with others, and its
+    // check, done together afterwards, finds its sums changed: its own cycle finds the delete.
     notes.delete("together-04", [1]).await?;
     tokio::time::sleep(check).await;
-    ensure!(producer.cycle().await? == 1);
-    ensure!(events(1).await? == expect(&["together-04 D notes/1@0"]));
+    notes.delete("together-05", [1]).await?;
+    notes.update("together-05", 2).await?;
+    let before = together(&producer);
+    ensure!(producer.cycle().await? == 3);
+    ensure!(
+        events(3).await?
+            == expect(&[
+                "together-04 D notes/1@0",
+                "together-05 D notes/1@0",
+                "together-05 U notes/2@0"
+            ])
+    );
+    ensure!(together(&producer) - before == 1);
     ensure!(producer.cycle().await? == 0);
     Ok(())
 }

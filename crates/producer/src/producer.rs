@@ -249,7 +249,8 @@ impl Producer {
             warn!(error = %e, "cannot tell which accounts are quiet; every account gets its cycle");
             crate::detect::Round::default()
         });
-        let (quiet, mut known, plain) = (round.quiet, round.known, round.plain);
+        let (quiet, mut known) = (round.quiet, round.known);
+        let (plain, plain_due) = (round.plain, round.plain_due);
         self.stats
             .quiet
             .fetch_add(quiet.len() as u64, Ordering::Relaxed);
@@ -273,7 +274,7 @@ impl Producer {
             let taken: HashSet<&String> = names.iter().collect();
             plan.accounts.retain(|account| !taken.contains(account));
             started.extend(names.iter().cloned());
-            let own = match self.cycle_together(together).await {
+            let own = match self.cycle_together(together, &plain_due).await {
                 Ok((published, own)) => {
                     results.push(("(accounts cycled together)".to_owned(), Ok(published)));
                     own

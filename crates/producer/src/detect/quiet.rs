@@ -30,6 +30,9 @@ pub(crate) struct Round {
     /// Accounts of `known` whose cycle is only a version scan: rows were written above the
     /// marks, and nothing else is to be done (see [`Producer::cycle_together`]).
     pub plain: HashSet<String>,
+    /// Plain accounts whose differencing check is due: checked together once their rows went
+    /// out (see [`Producer::nothing_deleted`]).
+    pub plain_due: HashSet<String>,
     /// When the first differencing check of the quiet accounts falls due (epoch millis).
     pub check_due: i64,
 }
@@ -119,6 +122,7 @@ impl Producer {
                         .collect(),
                     known: HashMap::new(),
                     plain: HashSet::new(),
+                    plain_due: HashSet::new(),
                     check_due: last.check_due,
                 });
             }
@@ -181,12 +185,15 @@ impl Producer {
                 && tables.iter().zip(maxima).all(|(table, max)| {
                     view.high_water.get(&table.name).copied().unwrap_or(0) == *max
                 });
-            // A changed account may still be plain: only rows above its marks to read.
+            // A changed account may still be plain: only rows above its marks to read. A due
+            // check is done together afterwards, unless it is overdue (its account changed
+            // at every try since it fell due): then the account's own cycle does it.
+            let overdue = now - view.deletes_checked_at >= 2 * due_after;
             let plain = !unchanged
                 && held.contains(&account)
                 && view.enrolled
                 && !view.pending
-                && !check_due
+                && !overdue
                 && tables.len() == maxima.len()
                 && tables.iter().zip(maxima).all(|(table, max)| {
                     view.high_water.get(&table.name).copied().unwrap_or(0) <= *max
@@ -221,9 +228,12 @@ impl Producer {
                 continue;
             }
             if plain {
+                if check_due {
+                    round.plain_due.insert(account.clone());
+                }
                 round.plain.insert(account);
             } else if check_due {
-                due.push(account);
+                due.push((account, view.high_water.clone()));
             } else {
                 round.known.remove(&account);
                 round.quiet.insert(account);
@@ -244,31 +254,36 @@ impl Producer {
         Ok(round)
     }
 
-    /// The differencing check of many otherwise quiet accounts at once: those of `accounts`
-    /// in which no row went missing, recorded as checked. Nothing was written above the
-    /// high-water mark, so every row the table holds was published and is in the manifest; if
-    /// each table's sum of (version + 1) then equals the manifest's, no key the manifest holds
-    /// is missing (every term is positive). Any other account gets its full cycle, whose
-    /// differencing check finds what is gone.
-    async fn nothing_deleted(&self, accounts: &[String]) -> Result<Vec<String>> {
+    /// The differencing check of many accounts at once, each given with its high-water marks
+    /// (table → mark): those in which no row went missing, recorded as checked. When a table's
+    /// highest version is at or below its mark, every row it holds was published and is in the
+    /// manifest; if its sum of (version + 1) then equals the manifest's, no key the manifest
+    /// holds is missing (every term is positive). Both are read in one statement. Any other
+    /// account gets its own cycle, whose differencing check finds what is gone.
+    pub(super) async fn nothing_deleted(
+        &self,
+        accounts: &[(String, HashMap<String, i64>)],
+    ) -> Result<Vec<String>> {
         if accounts.is_empty() {
             return Ok(Vec::new());
         }
-        let sums = self.legacy.version_sums(accounts).await?;
+        let names: Vec<String> = accounts.iter().map(|(a, _)| a.clone()).collect();
+        let sums = self.legacy.version_sums(&names).await?;
         let manifest = self.store.manifest_sums().await?;
         let tables = self.legacy.tables();
         let unchanged: Vec<String> = accounts
             .iter()
-            .filter(|account| {
-                sums.get(*account).is_some_and(|sums| {
+            .filter(|(account, marks)| {
+                sums.get(account).is_some_and(|sums| {
                     sums.len() == tables.len()
-                        && tables.iter().zip(sums).all(|(table, sum)| {
-                            let key = ((*account).clone(), table.name.clone());
-                            manifest.get(&key).copied().unwrap_or(0) == *sum
+                        && tables.iter().zip(sums).all(|(table, (sum, max))| {
+                            let key = (account.clone(), table.name.clone());
+                            *max <= marks.get(&table.name).copied().unwrap_or(0)
+                                && manifest.get(&key).copied().unwrap_or(0) == *sum
                         })
                 })
             })
-            .cloned()
+            .map(|(account, _)| account.clone())
             .collect();
         self.store.deletes_checked(&unchanged, now_millis()).await?;
         Ok(unchanged)

@@ -4,7 +4,7 @@
 //! of changes over many accounts this is most of the work, and the waits no longer add up
 //! account by account.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures::StreamExt;
 use tandem_event::Kind;
@@ -25,15 +25,23 @@ enum Read {
 }
 
 impl Producer {
-    /// Cycles plain accounts together (see [`super::Round::plain`]). Returns the events
-    /// published, and the accounts that turned out to need their own cycle.
+    /// Cycles plain accounts together (see [`super::Round::plain`]); those of `due` are then
+    /// checked for deletes together. Returns the events published, and the accounts that
+    /// turned out to need their own cycle.
     pub(crate) async fn cycle_together(
         &self,
         accounts: Vec<(String, Known)>,
+        due: &HashSet<String>,
     ) -> Result<(u64, Vec<String>)> {
         if self.is_stopping() {
             return Ok((0, Vec::new()));
         }
+        // The marks of the accounts due a check, raised below by what goes out.
+        let mut marks: HashMap<String, HashMap<String, i64>> = accounts
+            .iter()
+            .filter(|(account, _)| due.contains(account))
+            .map(|(account, known)| (account.clone(), known.high_water.clone()))
+            .collect();
         let reads: Vec<(String, Result<Read>)> = futures::stream::iter(accounts)
             .map(|(account, known)| async move {
                 let read = self.read_plain(&account, &known).await;
@@ -51,16 +59,19 @@ impl Producer {
                 Read::NotOurs => {}
             }
         }
-        if batches.is_empty() {
-            return Ok((0, own));
+        for account in &own {
+            marks.remove(account);
         }
         let lease = (self.owner.as_str(), self.options.lease_ttl);
-        let lost: HashSet<String> = self
-            .outbox
-            .send_together(&batches, lease)
-            .await?
-            .into_iter()
-            .collect();
+        let lost: HashSet<String> = if batches.is_empty() {
+            HashSet::new()
+        } else {
+            self.outbox
+                .send_together(&batches, lease)
+                .await?
+                .into_iter()
+                .collect()
+        };
         for account in &lost {
             warn!(
                 account,
@@ -78,6 +89,23 @@ impl Producer {
             accounts = accounts.len(),
             events = published,
             "published the changes of accounts together"
+        );
+        // The due checks, together: an account that is not found unchanged (a row went, or
+        // more was written meanwhile) gets its own cycle, whose check finds what is gone.
+        for batch in &batches {
+            if let Some(marks) = marks.get_mut(&batch.account) {
+                marks.insert(batch.table.clone(), batch.high_water);
+            }
+        }
+        let due: Vec<(String, HashMap<String, i64>)> = marks
+            .into_iter()
+            .filter(|(account, _)| !lost.contains(account))
+            .collect();
+        let checked: HashSet<String> = self.nothing_deleted(&due).await?.into_iter().collect();
+        own.extend(
+            due.into_iter()
+                .map(|(account, _)| account)
+                .filter(|account| !checked.contains(account)),
         );
         Ok((published, own))
     }

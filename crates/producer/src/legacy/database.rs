@@ -109,6 +109,8 @@ impl Database {
             Pool::Sqlite(
                 SqlitePoolOptions::new()
                     .max_connections(4)
+                    // A file cannot be found broken: no round trip to check it before each use.
+                    .test_before_acquire(false)
                     .connect_with(options.read_only(true))
                     .await
                     .map_err(connect_error)?,

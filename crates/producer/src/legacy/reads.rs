@@ -118,12 +118,23 @@ impl Legacy {
         self.per_account(accounts, Aggregate::Max).await
     }
 
-    /// For each of `accounts`, the sum of (version + 1) over each table's rows (in
-    /// [`Legacy::tables`]' order): the whole account's
-    /// [checksum](Legacy::range_checksums), asked for many accounts at once like
+    /// For each of `accounts`, per table (in [`Legacy::tables`]' order), the sum of
+    /// (version + 1) over the table's rows — the whole account's
+    /// [checksum](Legacy::range_checksums) — and the highest version, read together (in one
+    /// statement for a shared database), asked for many accounts at once like
     /// [`Legacy::max_versions`].
-    pub async fn version_sums(&self, accounts: &[String]) -> Result<HashMap<String, Vec<i64>>> {
-        self.per_account(accounts, Aggregate::Checksum).await
+    pub async fn version_sums(
+        &self,
+        accounts: &[String],
+    ) -> Result<HashMap<String, Vec<(i64, i64)>>> {
+        let found = self.per_account(accounts, Aggregate::Checksum).await?;
+        Ok(found
+            .into_iter()
+            .map(|(account, values)| {
+                let pairs = values.chunks(2).map(|p| (p[0], p[p.len() - 1])).collect();
+                (account, pairs)
+            })
+            .collect())
     }
 
     async fn per_account(
@@ -138,15 +149,22 @@ impl Legacy {
                 for account in accounts {
                     let mut versions = Vec::with_capacity(self.tables.len());
                     for table in &self.tables {
-                        versions.push(match aggregate {
-                            Aggregate::Max => self.max_version(account, &table.name).await?,
-                            Aggregate::Checksum => self
-                                .range_checksums(account, &table.name, &[(i64::MIN + 1, i64::MAX)])
+                        if aggregate == Aggregate::Checksum {
+                            // The checksum first: a row written above the mark after it is
+                            // still seen by the highest version read next.
+                            versions.push(
+                                self.range_checksums(
+                                    account,
+                                    &table.name,
+                                    &[(i64::MIN + 1, i64::MAX)],
+                                )
                                 .await?
                                 .first()
                                 .copied()
                                 .unwrap_or(0),
-                        });
+                            );
+                        }
+                        versions.push(self.max_version(account, &table.name).await?);
                     }
                     found.insert(account.clone(), versions);
                 }
@@ -163,16 +181,15 @@ impl Legacy {
             .enumerate()
             .map(|(i, t)| {
                 let version = quote(&t.config.version_column);
-                let value = match aggregate {
-                    Aggregate::Max => format!("MAX({version})"),
-                    Aggregate::Checksum => {
-                        format!("CAST(COALESCE(SUM({version} + 1), 0) AS BIGINT)")
-                    }
-                };
-                format!(
-                    "(SELECT {value} FROM {} WHERE {matches}) AS v{i}",
-                    quote(&t.config.name)
-                )
+                let table = quote(&t.config.name);
+                let max = format!("(SELECT MAX({version}) FROM {table} WHERE {matches}) AS m{i}");
+                match aggregate {
+                    Aggregate::Max => max,
+                    Aggregate::Checksum => format!(
+                        "(SELECT CAST(COALESCE(SUM({version} + 1), 0) AS BIGINT) FROM {table} \
+                         WHERE {matches}) AS s{i}, {max}"
+                    ),
+                }
             })
             .collect::<Vec<_>>()
             .join(", ");
@@ -189,12 +206,17 @@ impl Legacy {
                 let Some(Value::String(account)) = row.get("account") else {
                     continue;
                 };
-                let versions = (0..db.tables.len())
-                    .map(|i| match row.get(&format!("v{i}")) {
-                        Some(Value::Long(v)) => *v,
-                        _ => 0,
-                    })
-                    .collect();
+                let value = |column: String| match row.get(&column) {
+                    Some(Value::Long(v)) => *v,
+                    _ => 0,
+                };
+                let mut versions = Vec::with_capacity(2 * db.tables.len());
+                for i in 0..db.tables.len() {
+                    if aggregate == Aggregate::Checksum {
+                        versions.push(value(format!("s{i}")));
+                    }
+                    versions.push(value(format!("m{i}")));
+                }
                 found.insert(account.clone(), versions);
             }
         }
@@ -273,10 +295,10 @@ impl Legacy {
 }
 
 /// What [`Legacy::per_account`] asks of each table for each account.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Aggregate {
     /// The highest version.
     Max,
-    /// The sum of (version + 1), as the manifest's parts keep it.
+    /// The sum of (version + 1), as the manifest's parts keep it, and the highest version.
     Checksum,
 }
