@@ -97,7 +97,9 @@ async fn quiet_accounts_are_checked_for_deletes_together_and_idle_rounds_read_no
         notes.insert(account, 1..=3).await?;
     }
     let origin = Path::new("sources.toml");
-    let check = Duration::from_millis(700);
+    // Each account's check falls due between half this and the whole after its last one: the
+    // idle rounds below run within the first half.
+    let check = Duration::from_secs(3);
     let producer = Producer::connect(
         &Sources::parse(&notes.sources("", ""), origin)?,
         origin,
@@ -152,7 +154,7 @@ async fn quiet_accounts_are_checked_for_deletes_together_and_idle_rounds_read_no
 
     // Running, with nothing committed anywhere, rounds read nothing; a change is still found.
     let stop = tokio_util::sync::CancellationToken::new();
-    let watch = async {
+    let watched = async {
         let before = statements(&producer);
         let idle_before = producer
             .stats()
@@ -173,8 +175,12 @@ async fn quiet_accounts_are_checked_for_deletes_together_and_idle_rounds_read_no
         );
         notes.update("check-30", 2).await?;
         ensure!(events(1).await? == expect(&["check-30 U notes/2@0"]));
-        stop.cancel();
         Ok::<_, anyhow::Error>(())
+    };
+    let watch = async {
+        let result = watched.await;
+        stop.cancel();
+        result
     };
     let (ran, watched) = tokio::join!(producer.run(stop.clone()), watch);
     stop.cancel();

@@ -150,8 +150,7 @@ impl Producer {
             }
         }
         let due = (suspect
-            || now_millis() - state.deletes_checked_at
-                >= self.options.delete_check_interval.as_millis() as i64)
+            || now_millis() - state.deletes_checked_at >= self.check_interval_ms(account))
             && !self.is_stopping();
         if due {
             for table in self.legacy.tables() {

@@ -86,6 +86,19 @@ struct DatabaseFacts {
 }
 
 impl Producer {
+    /// How long after its last differencing check an account's next one falls due, in
+    /// milliseconds: between half `--delete-check-interval` and the whole, fixed per account,
+    /// so that the checks of accounts enrolled together spread out over the interval instead of
+    /// all falling due in one round.
+    pub(crate) fn check_interval_ms(&self, account: &str) -> i64 {
+        use std::hash::{Hash, Hasher};
+        let full = self.options.delete_check_interval.as_millis() as i64;
+        let mut hasher = std::hash::DefaultHasher::new();
+        account.hash(&mut hasher);
+        let share = (hasher.finish() % 1024) as i64;
+        full / 2 + full / 2 * share / 1024
+    }
+
     /// Those of `accounts` whose cycle would find nothing (see the module's documentation),
     /// and what was read of the others.
     ///
@@ -162,7 +175,6 @@ impl Producer {
         }
         let maxima = self.legacy.max_versions(&candidates).await?;
         let mut round = Round::default();
-        let due_after = self.options.delete_check_interval.as_millis() as i64;
         let now = now_millis();
         let mut facts: HashMap<String, DatabaseFacts> = HashMap::new();
         // Otherwise quiet, but due a differencing check.
@@ -179,6 +191,7 @@ impl Producer {
                 };
                 round.known.insert(account.clone(), known);
             }
+            let due_after = self.check_interval_ms(&account);
             let check_due = now - view.deletes_checked_at >= due_after;
             let tables = self.legacy.tables();
             let unchanged = tables.len() == maxima.len()
@@ -186,9 +199,10 @@ impl Producer {
                     view.high_water.get(&table.name).copied().unwrap_or(0) == *max
                 });
             // A changed account may still be plain: only rows above its marks to read. A due
-            // check is done together afterwards, unless it is overdue (its account changed
-            // at every try since it fell due): then the account's own cycle does it.
-            let overdue = now - view.deletes_checked_at >= 2 * due_after;
+            // check is done together afterwards, unless it is overdue (twice the interval since
+            // the last: its account changed at every try): then the account's own cycle does it.
+            let overdue = now - view.deletes_checked_at
+                >= 2 * self.options.delete_check_interval.as_millis() as i64;
             let plain = !unchanged
                 && held.contains(&account)
                 && view.enrolled
@@ -242,14 +256,17 @@ impl Producer {
         round.check_due = round
             .quiet
             .iter()
-            .filter_map(|a| views.get(a))
-            .map(|v| v.deletes_checked_at + due_after)
+            .filter_map(|a| {
+                views
+                    .get(a)
+                    .map(|v| v.deletes_checked_at + self.check_interval_ms(a))
+            })
             .min()
             .unwrap_or(i64::MAX);
         for account in self.nothing_deleted(&due).await? {
+            round.check_due = round.check_due.min(now + self.check_interval_ms(&account));
             round.known.remove(&account);
             round.quiet.insert(account);
-            round.check_due = round.check_due.min(now + due_after);
         }
         Ok(round)
     }
