@@ -12,47 +12,97 @@ use tandem_producer::Producer;
 use tandem_testkit::notes::{expect, short, Notes};
 use tandem_testkit::{brokers, topic, Reader};
 
+/// Accounts `{prefix}-NN` with notes 1 to 3 each in a SQLite legacy database, a producer over
+/// them with `options` (its broker, topic and store filled in here), and a reader of its topic.
+struct Rig {
+    notes: Notes,
+    accounts: Vec<String>,
+    producer: Producer,
+    reader: Reader,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    async fn start(
+        prefix: &str,
+        count: usize,
+        options: tandem_producer::Options,
+    ) -> anyhow::Result<Rig> {
+        let (brokers, dir) = (brokers()?, tempfile::tempdir()?);
+        let topic = topic(&brokers, 1).await?;
+        let notes = Notes::create(dir.path()).await?;
+        let accounts: Vec<String> = (0..count).map(|i| format!("{prefix}-{i:02}")).collect();
+        for account in &accounts {
+            notes.insert(account, 1..=3).await?;
+        }
+        let origin = Path::new("sources.toml");
+        let producer = Producer::connect(
+            &Sources::parse(&notes.sources("", ""), origin)?,
+            origin,
+            tandem_producer::Options {
+                brokers: brokers.clone(),
+                topic: topic.clone(),
+                store_url: format!("sqlite://{}", dir.path().join("producer.db").display()),
+                ..options
+            },
+        )
+        .await?;
+        let reader = Reader::new(&brokers, &topic)?;
+        Ok(Rig {
+            notes,
+            accounts,
+            producer,
+            reader,
+            _dir: dir,
+        })
+    }
+
+    /// The next `n` events on the topic, as "account kind table/key@epoch", sorted.
+    async fn events(&self, n: usize) -> anyhow::Result<Vec<String>> {
+        let mut events: Vec<String> = self
+            .reader
+            .take(n)
+            .await?
+            .iter()
+            .map(|(key, e)| format!("{key} {}", short(e)))
+            .collect();
+        events.sort();
+        Ok(events)
+    }
+
+    /// (legacy, store) statements so far.
+    fn statements(&self) -> (u64, u64) {
+        (
+            self.producer.legacy().queries(),
+            self.producer.store().queries(),
+        )
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_skips_quiet_accounts_and_still_finds_every_change() -> anyhow::Result<()> {
-    let (brokers, dir) = (brokers()?, tempfile::tempdir()?);
-    let topic = topic(&brokers, 1).await?;
-    let notes = Notes::create(dir.path()).await?;
-    let accounts: Vec<String> = (0..40).map(|i| format!("quiet-{i:02}")).collect();
-    for account in &accounts {
-        notes.insert(account, 1..=3).await?;
-    }
-    let origin = Path::new("sources.toml");
-    let producer = Producer::connect(
-        &Sources::parse(&notes.sources("", ""), origin)?,
-        origin,
+    let rig = Rig::start(
+        "quiet",
+        40,
         tandem_producer::Options {
-            brokers: brokers.clone(),
-            topic: topic.clone(),
-            store_url: format!("sqlite://{}", dir.path().join("producer.db").display()),
             // Not due during the test: a round finds deletes only where a newest row went.
             delete_check_interval: Duration::from_secs(3600),
             ..Default::default()
         },
     )
     .await?;
-    let reader = Reader::new(&brokers, &topic)?;
     let round = |expected: usize| {
-        let (producer, reader) = (&producer, &reader);
+        let rig = &rig;
         async move {
-            let published = producer.cycle().await? as usize;
+            let published = rig.producer.cycle().await? as usize;
             ensure!(
                 published == expected,
                 "published {published}, not {expected}"
             );
-            let events = reader.take(published).await?;
-            Ok::<_, anyhow::Error>(
-                events
-                    .iter()
-                    .map(|(key, e)| format!("{key} {}", short(e)))
-                    .collect::<Vec<_>>(),
-            )
+            rig.events(published).await
         }
     };
+    let notes = &rig.notes;
     // Enrolment: every account's snapshot, then a round with each account's first
     // differencing check, which finds nothing.
     round(40 * 5).await?;
@@ -60,10 +110,9 @@ async fn a_round_skips_quiet_accounts_and_still_finds_every_change() -> anyhow::
 
     // A round over 40 quiet accounts: looking for accounts and their highest versions in the
     // legacy database, their states and marks in the store; no account's own cycle runs.
-    let statements = |p: &Producer| (p.legacy().queries(), p.store().queries());
-    let before = statements(&producer);
+    let before = rig.statements();
     round(0).await?;
-    let after = statements(&producer);
+    let after = rig.statements();
     ensure!(
         (after.0 - before.0, after.1 - before.1) == (2, 2),
         "an idle round over 40 accounts took {} legacy and {} store statements",
@@ -79,9 +128,9 @@ async fn a_round_skips_quiet_accounts_and_still_finds_every_change() -> anyhow::
     notes.delete("quiet-05", [3]).await?;
     ensure!(round(1).await? == expect(&["quiet-05 D notes/3@0"]));
     // Quiet again.
-    let before = statements(&producer);
+    let before = rig.statements();
     round(0).await?;
-    let after = statements(&producer);
+    let after = rig.statements();
     ensure!((after.0 - before.0, after.1 - before.1) == (2, 2));
     Ok(())
 }
@@ -89,43 +138,21 @@ async fn a_round_skips_quiet_accounts_and_still_finds_every_change() -> anyhow::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quiet_accounts_are_checked_for_deletes_together_and_idle_rounds_read_nothing(
 ) -> anyhow::Result<()> {
-    let (brokers, dir) = (brokers()?, tempfile::tempdir()?);
-    let topic = topic(&brokers, 1).await?;
-    let notes = Notes::create(dir.path()).await?;
-    let accounts: Vec<String> = (0..40).map(|i| format!("check-{i:02}")).collect();
-    for account in &accounts {
-        notes.insert(account, 1..=3).await?;
-    }
-    let origin = Path::new("sources.toml");
-    // Each account's check falls due between half this and the whole after its last one: the
-    // idle rounds below run within the first half.
+    // Each account's check falls due between a quarter of this and half after its last one:
+    // the idle rounds below run within the first quarter.
     let check = Duration::from_secs(3);
-    let producer = Producer::connect(
-        &Sources::parse(&notes.sources("", ""), origin)?,
-        origin,
+    let rig = Rig::start(
+        "check",
+        40,
         tandem_producer::Options {
-            brokers: brokers.clone(),
-            topic: topic.clone(),
-            store_url: format!("sqlite://{}", dir.path().join("producer.db").display()),
             delete_check_interval: check,
             interval: Duration::from_millis(50),
             ..Default::default()
         },
     )
     .await?;
-    let reader = Reader::new(&brokers, &topic)?;
-    let events = |n: usize| {
-        let reader = &reader;
-        async move {
-            let events = reader.take(n).await?;
-            Ok::<_, anyhow::Error>(
-                events
-                    .iter()
-                    .map(|(key, e)| format!("{key} {}", short(e)))
-                    .collect::<Vec<_>>(),
-            )
-        }
-    };
+    let (producer, notes) = (&rig.producer, &rig.notes);
+    let events = |n: usize| rig.events(n);
     ensure!(producer.cycle().await? == 40 * 5);
     events(40 * 5).await?;
     tokio::time::sleep(check).await;
@@ -134,10 +161,9 @@ async fn quiet_accounts_are_checked_for_deletes_together_and_idle_rounds_read_no
     // Every account's check is due: one statement per 500 accounts reads their checksums,
     // one reads the manifest's, one records them checked — not a check per account.
     tokio::time::sleep(check).await;
-    let statements = |p: &Producer| (p.legacy().queries(), p.store().queries());
-    let before = statements(&producer);
+    let before = rig.statements();
     ensure!(producer.cycle().await? == 0);
-    let after = statements(&producer);
+    let after = rig.statements();
     ensure!(
         (after.0 - before.0, after.1 - before.1) == (3, 4),
         "the checks of 40 quiet accounts took {} legacy and {} store statements",
@@ -155,7 +181,7 @@ async fn quiet_accounts_are_checked_for_deletes_together_and_idle_rounds_read_no
     // Running, with nothing committed anywhere, rounds read nothing; a change is still found.
     let stop = tokio_util::sync::CancellationToken::new();
     let watched = async {
-        let before = statements(&producer);
+        let before = rig.statements();
         let idle_before = producer
             .stats()
             .idle_rounds
@@ -166,7 +192,7 @@ async fn quiet_accounts_are_checked_for_deletes_together_and_idle_rounds_read_no
             .idle_rounds
             .load(std::sync::atomic::Ordering::Relaxed)
             - idle_before;
-        let after = statements(&producer);
+        let after = rig.statements();
         ensure!(idle >= 3, "only {idle} rounds in 600 ms read nothing");
         ensure!(
             after.1 - before.1 <= 12,
@@ -192,44 +218,20 @@ async fn quiet_accounts_are_checked_for_deletes_together_and_idle_rounds_read_no
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accounts_with_only_new_rows_go_out_together_and_their_checkpoints_hold(
 ) -> anyhow::Result<()> {
-    let (brokers, dir) = (brokers()?, tempfile::tempdir()?);
-    let topic = topic(&brokers, 1).await?;
-    let notes = Notes::create(dir.path()).await?;
-    let accounts: Vec<String> = (0..30).map(|i| format!("together-{i:02}")).collect();
-    for account in &accounts {
-        notes.insert(account, 1..=3).await?;
-    }
-    let origin = Path::new("sources.toml");
-    let sources = Sources::parse(&notes.sources("", ""), origin)?;
     // Checks fall due only at the end of the test: an account whose check is due gets its
     // own cycle.
     let check = Duration::from_secs(3);
-    let producer = Producer::connect(
-        &sources,
-        origin,
+    let rig = Rig::start(
+        "together",
+        30,
         tandem_producer::Options {
-            brokers: brokers.clone(),
-            topic: topic.clone(),
-            store_url: format!("sqlite://{}", dir.path().join("producer.db").display()),
             delete_check_interval: check,
             ..Default::default()
         },
     )
     .await?;
-    let reader = Reader::new(&brokers, &topic)?;
-    let events = |n: usize| {
-        let reader = &reader;
-        async move {
-            let mut events: Vec<String> = reader
-                .take(n)
-                .await?
-                .iter()
-                .map(|(key, e)| format!("{key} {}", short(e)))
-                .collect();
-            events.sort();
-            Ok::<_, anyhow::Error>(events)
-        }
-    };
+    let (producer, notes, accounts) = (&rig.producer, &rig.notes, &rig.accounts);
+    let events = |n: usize| rig.events(n);
     ensure!(producer.cycle().await? == 30 * 5);
     events(30 * 5).await?;
     ensure!(producer.cycle().await? == 0);
@@ -247,13 +249,13 @@ async fn accounts_with_only_new_rows_go_out_together_and_their_checkpoints_hold(
     }
     expected.sort();
     let together = |p: &Producer| p.stats().together.load(Ordering::Relaxed);
-    let before = together(&producer);
+    let before = together(producer);
     ensure!(producer.cycle().await? == 30);
     ensure!(events(30).await? == expected);
     ensure!(
-        together(&producer) - before == 20,
+        together(producer) - before == 20,
         "{} accounts were cycled together, not 20",
-        together(&producer) - before
+        together(producer) - before
     );
     // Their checkpoints moved: nothing is published again.
     ensure!(producer.cycle().await? == 0);
@@ -266,7 +268,7 @@ async fn accounts_with_only_new_rows_go_out_together_and_their_checkpoints_hold(
     tokio::time::sleep(check).await;
     notes.delete("together-05", [1]).await?;
     notes.update("together-05", 2).await?;
-    let before = together(&producer);
+    let before = together(producer);
     ensure!(producer.cycle().await? == 3);
     ensure!(
         events(3).await?
@@ -276,7 +278,7 @@ async fn accounts_with_only_new_rows_go_out_together_and_their_checkpoints_hold(
                 "together-05 U notes/2@0"
             ])
     );
-    ensure!(together(&producer) - before == 1);
+    ensure!(together(producer) - before == 1);
     ensure!(producer.cycle().await? == 0);
     Ok(())
 }

@@ -216,8 +216,9 @@ pub struct ProduceArgs {
     #[command(flatten)]
     pub migration: MigrationStore,
     /// How often the differencing check looks for deleted rows (e.g. 30s, 5m); each account's
-    /// check falls due between half this and the whole, fixed per account, so that accounts
-    /// enrolled together are not all checked in the same round.
+    /// check falls due between a quarter of this and half, fixed per account, so that
+    /// accounts enrolled together are not all checked in the same round; an idle producer
+    /// may leave due checks for the other half, and runs them together.
     #[arg(long, env = "TANDEM_DELETE_CHECK_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub delete_check_interval: Duration,
     /// How often accounts are looked for in the shared legacy tables, which reads every

@@ -87,16 +87,25 @@ struct DatabaseFacts {
 
 impl Producer {
     /// How long after its last differencing check an account's next one falls due, in
-    /// milliseconds: between half `--delete-check-interval` and the whole, fixed per account,
-    /// so that the checks of accounts enrolled together spread out over the interval instead of
-    /// all falling due in one round.
+    /// milliseconds: between a quarter of `--delete-check-interval` and half of it, fixed per
+    /// account, so that the checks of accounts enrolled together spread out instead of all
+    /// falling due in one round. The other half is the slack idle rounds may wait before they
+    /// check the accounts due (see [`Producer::round`]), so no check waits longer than the
+    /// interval.
     pub(crate) fn check_interval_ms(&self, account: &str) -> i64 {
         use std::hash::{Hash, Hasher};
         let full = self.options.delete_check_interval.as_millis() as i64;
         let mut hasher = std::hash::DefaultHasher::new();
         account.hash(&mut hasher);
         let share = (hasher.finish() % 1024) as i64;
-        full / 2 + full / 2 * share / 1024
+        full / 4 + full / 4 * share / 1024
+    }
+
+    /// How late an idle round may leave a due check: the quiet accounts' checks then run
+    /// together in the full rounds an idle producer runs anyway (at least every 15 s), rather
+    /// than in a round of their own as each falls due.
+    fn check_slack_ms(&self) -> i64 {
+        self.options.delete_check_interval.as_millis() as i64 / 2
     }
 
     /// Those of `accounts` whose cycle would find nothing (see the module's documentation),
@@ -120,7 +129,7 @@ impl Producer {
             if let Some(last) = last.as_ref().filter(|last| {
                 reuse
                     && last.tokens == *tokens
-                    && now_millis() < last.check_due
+                    && now_millis() < last.check_due.saturating_add(self.check_slack_ms())
                     && last.at.elapsed() < FULL_ROUND_AT_LEAST_EVERY
                     && accounts.iter().all(|a| last.quiet.contains(a))
             }) {

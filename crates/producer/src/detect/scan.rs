@@ -1,6 +1,8 @@
 //! The version scan: rows above the high-water mark, in version order, in batches.
 
-use tandem_event::Kind;
+use tandem_event::{ChangeEvent, Kind};
+
+use crate::legacy::LegacyRow;
 use tracing::info;
 
 use super::{Checkpoint, RestoreSignal, Step};
@@ -8,7 +10,44 @@ use crate::config::Table;
 use crate::store::{AccountState, Advance};
 use crate::{now_millis, Producer, Result};
 
+/// Rows read above a table's mark, against what the manifest holds of them.
+pub(super) enum AboveMark {
+    /// The events to publish (rows the manifest holds at their version are left out) and the
+    /// manifest's new entries.
+    Changes(Vec<ChangeEvent>, Vec<(String, i64)>),
+    /// This key's version is below the one published for it: a restore.
+    WentBackwards(String),
+}
+
 impl Producer {
+    /// What `rows` of `table`, read above its mark, come to (see [`AboveMark`]).
+    pub(super) async fn read_above_mark(
+        &self,
+        account: &str,
+        table: &str,
+        rows: &[LegacyRow],
+        epoch: i64,
+        detected_at: i64,
+    ) -> Result<AboveMark> {
+        let keys: Vec<&str> = rows.iter().map(|r| r.entity_id.as_str()).collect();
+        let known = self.store.manifest_versions(account, table, &keys).await?;
+        let mut events = Vec::new();
+        let mut upserts = Vec::new();
+        for row in rows {
+            let kind = match known.get(&row.entity_id) {
+                None => Kind::Created,
+                Some(v) if *v == row.version => continue,
+                Some(v) if *v > row.version => {
+                    return Ok(AboveMark::WentBackwards(row.entity_id.clone()))
+                }
+                Some(_) => Kind::Updated,
+            };
+            events.push(self.row_event(account, kind, table, row, epoch, detected_at));
+            upserts.push((row.entity_id.clone(), row.version));
+        }
+        Ok(AboveMark::Changes(events, upserts))
+    }
+
     /// The version scan of one table: rows above the high-water mark (and, on PostgreSQL,
     /// above the low-water mark of transactions still open at an earlier read) up to `upto`.
     /// `known_high_water` is the table's mark when the round read it already.
@@ -46,36 +85,19 @@ impl Producer {
             let Some(last) = rows.last().map(|r| r.version) else {
                 break;
             };
-            let keys: Vec<&str> = rows.iter().map(|r| r.entity_id.as_str()).collect();
-            let known = self
-                .store
-                .manifest_versions(account, &table.name, &keys)
-                .await?;
             let detected_at = now_millis();
-            let mut events = Vec::new();
-            let mut upserts = Vec::new();
-            for row in &rows {
-                let kind = match known.get(&row.entity_id) {
-                    None => Kind::Created,
-                    Some(v) if *v == row.version => continue,
-                    Some(v) if *v > row.version => {
-                        return Ok(Step::Restored(RestoreSignal::VersionWentBackwards {
-                            table: table.name.clone(),
-                            key: row.entity_id.clone(),
-                        }))
-                    }
-                    Some(_) => Kind::Updated,
-                };
-                events.push(self.row_event(
-                    account,
-                    kind,
-                    &table.name,
-                    row,
-                    state.epoch,
-                    detected_at,
-                ));
-                upserts.push((row.entity_id.clone(), row.version));
-            }
+            let (events, upserts) = match self
+                .read_above_mark(account, &table.name, &rows, state.epoch, detected_at)
+                .await?
+            {
+                AboveMark::Changes(events, upserts) => (events, upserts),
+                AboveMark::WentBackwards(key) => {
+                    return Ok(Step::Restored(RestoreSignal::VersionWentBackwards {
+                        table: table.name.clone(),
+                        key,
+                    }))
+                }
+            };
             new_high_water = new_high_water.max(last);
             let advance = Advance {
                 upserts: &upserts,

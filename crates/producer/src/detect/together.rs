@@ -7,9 +7,9 @@
 use std::collections::{HashMap, HashSet};
 
 use futures::StreamExt;
-use tandem_event::Kind;
 use tracing::{info, warn};
 
+use super::scan::AboveMark;
 use super::Known;
 use crate::publish::TableBatch;
 use crate::{now_millis, Producer, Result};
@@ -138,31 +138,14 @@ impl Producer {
             let Some(last) = rows.last().map(|r| r.version) else {
                 continue;
             };
-            let keys: Vec<&str> = rows.iter().map(|r| r.entity_id.as_str()).collect();
-            let versions = self
-                .store
-                .manifest_versions(account, &table.name, &keys)
-                .await?;
-            let mut events = Vec::new();
-            let mut upserts = Vec::new();
-            for row in &rows {
-                let kind = match versions.get(&row.entity_id) {
-                    None => Kind::Created,
-                    Some(v) if *v == row.version => continue,
-                    // A restore: the account's own cycle finds it and reconciles.
-                    Some(v) if *v > row.version => return Ok(Read::OwnCycle),
-                    Some(_) => Kind::Updated,
-                };
-                events.push(self.row_event(
-                    account,
-                    kind,
-                    &table.name,
-                    row,
-                    known.epoch,
-                    detected_at,
-                ));
-                upserts.push((row.entity_id.clone(), row.version));
-            }
+            let (events, upserts) = match self
+                .read_above_mark(account, &table.name, &rows, known.epoch, detected_at)
+                .await?
+            {
+                AboveMark::Changes(events, upserts) => (events, upserts),
+                // A restore: the account's own cycle finds it and reconciles.
+                AboveMark::WentBackwards(_) => return Ok(Read::OwnCycle),
+            };
             batches.push(TableBatch {
                 account: account.to_owned(),
                 table: table.name.clone(),
