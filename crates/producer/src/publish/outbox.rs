@@ -10,7 +10,7 @@ use std::time::Duration;
 use tandem_event::{ChangeEvent, Kind};
 
 use super::Publisher;
-use crate::store::{Advance, Store};
+use crate::store::{Advance, BeforeSending, Store};
 use crate::{Result, Stats};
 
 /// What moves once the broker acknowledged a batch.
@@ -125,7 +125,7 @@ impl Outbox {
                 .or_default()
                 .extend(&batch.events);
         }
-        let before: Vec<(&str, Vec<(&str, &str, i64)>, Option<(i64, i64)>)> = accounts
+        let before: Vec<BeforeSending<'_>> = accounts
             .iter()
             .map(|(account, events)| {
                 let created = events
@@ -138,13 +138,17 @@ impl Outbox {
                 } else {
                     self.mark_to_raise(account, events.iter().copied())
                 };
-                (*account, created, mark)
+                BeforeSending {
+                    account,
+                    created,
+                    mark,
+                }
             })
             .collect();
         self.store.before_sending(&before).await?;
-        for (account, _, mark) in &before {
-            if let Some(mark) = mark {
-                self.remember_mark(account, *mark);
+        for before in &before {
+            if let Some(mark) = before.mark {
+                self.remember_mark(before.account, mark);
             }
         }
         futures::future::try_join_all(batches.iter().map(|b| self.publish(&b.events))).await?;

@@ -27,6 +27,7 @@ mod unsettled;
 pub(crate) use manifest::{ranges_cte, tombstone_mark_key, RANGES_PER_STATEMENT};
 pub use manifest::{Advance, PART_VERSIONS};
 pub use requests::SnapshotProgress;
+pub use unsettled::BeforeSending;
 
 /// `$first, $first+1, …`: `count` numbered placeholders for a list of values. The store
 /// talks through sqlx's `Any` driver, whose `QueryBuilder` writes `?` placeholders that

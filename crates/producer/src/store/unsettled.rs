@@ -25,6 +25,17 @@ pub(super) async fn settle(
     Ok(())
 }
 
+/// What one account's batches need recorded before they are sent (see
+/// [`Store::before_sending`]).
+#[derive(Debug)]
+pub struct BeforeSending<'a> {
+    pub account: &'a str,
+    /// The keys about to be published as created: (table, key, version).
+    pub created: Vec<(&'a str, &'a str, i64)>,
+    /// The published mark (epoch, version) to raise, if it must rise.
+    pub mark: Option<(i64, i64)>,
+}
+
 /// Records keys about to be published as created; the statements it took.
 async fn unsettle(
     conn: &mut sqlx::AnyConnection,
@@ -63,17 +74,14 @@ impl Store {
     /// What must be recorded before the batches of many accounts go out, in one transaction:
     /// per account, the keys about to be published as created (see [`Store::unsettle`]) and
     /// the published mark (epoch, version) to raise (see [`Store::raise_published`]).
-    pub async fn before_sending(
-        &self,
-        accounts: &[(&str, Vec<(&str, &str, i64)>, Option<(i64, i64)>)],
-    ) -> Result<()> {
+    pub async fn before_sending(&self, accounts: &[BeforeSending<'_>]) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let mut statements = 1;
-        for (account, created, mark) in accounts {
-            statements += unsettle(&mut tx, account, created).await?;
-            if let Some((epoch, version)) = mark {
+        for before in accounts {
+            statements += unsettle(&mut tx, before.account, &before.created).await?;
+            if let Some((epoch, version)) = before.mark {
                 statements += 1;
-                super::raise_published(&mut tx, account, *epoch, *version).await?;
+                super::raise_published(&mut tx, before.account, epoch, version).await?;
             }
         }
         tx.commit().await?;
