@@ -56,7 +56,10 @@ impl Producer {
             match read? {
                 Read::Batches(read) => batches.extend(read),
                 Read::OwnCycle => own.push(account),
-                Read::NotOurs => {}
+                // Another instance's account: its checks are that instance's too.
+                Read::NotOurs => {
+                    marks.remove(&account);
+                }
             }
         }
         for account in &own {
@@ -82,14 +85,16 @@ impl Producer {
         let sent = batches.iter().filter(|b| !lost.contains(&b.account));
         let accounts: HashSet<&str> = sent.clone().map(|b| b.account.as_str()).collect();
         let published: u64 = sent.map(|b| b.events.len() as u64).sum();
-        self.stats
-            .together
-            .fetch_add(accounts.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        info!(
-            accounts = accounts.len(),
-            events = published,
-            "published the changes of accounts together"
-        );
+        if !accounts.is_empty() {
+            self.stats
+                .together
+                .fetch_add(accounts.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            info!(
+                accounts = accounts.len(),
+                events = published,
+                "published the changes of accounts together"
+            );
+        }
         // The due checks, together: an account that is not found unchanged (a row went, or
         // more was written meanwhile) gets its own cycle, whose check finds what is gone.
         for batch in &batches {

@@ -151,6 +151,8 @@ impl Outbox {
                 self.remember_mark(before.account, mark);
             }
         }
+        // The batches' first polls hand their events to the producer in the batches' order
+        // (an account's tables in their configured order), as one batch's events are.
         futures::future::try_join_all(batches.iter().map(|b| self.publish(&b.events))).await?;
         let created: Vec<Vec<String>> = batches.iter().map(|b| created_keys(&b.events)).collect();
         let advances: Vec<(&str, &str, Advance<'_>)> = batches
