@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Tandem's whole test suite: formatting, lints and every test, against a real Kafka-protocol
 # broker (Tansu) and the local PostgreSQL. Installs Tansu on first use into a cache that
-# survives between runs, starts and stops its own broker and its own TLS-only PostgreSQL
-# (tests/pg-tls.sh), and cleans up even when tests fail.
+# survives between runs, installs Chromium and chromedriver from Debian's packages for the
+# status page's browser test when they are missing, starts and stops its own broker and its own
+# TLS-only PostgreSQL (tests/pg-tls.sh), and cleans up even when tests fail.
 #
 #   TANDEM_CACHE   where Tansu and the deployment validators live (default ~/.cache/tandem)
 #   TANDEM_TEST_PG PostgreSQL server URL (default postgres://postgres@127.0.0.1:5432)
@@ -27,12 +28,25 @@ step() { printf '\n==> %s\n' "$*"; }
 # shellcheck source=tests/pg-tls.sh
 source "$root/tests/pg-tls.sh"
 
-step "deployment files: Kubernetes manifests and docker-compose.yml against their schemas"
+step "deployment files: Kubernetes manifests and docker-compose.yml against their schemas, the dashboard and alert rules"
 bash "$root/tests/validate-deploy.sh"
 
 if ! { [ -x "$tansu" ] && "$tansu" --version 2>/dev/null | grep -q "$tansu_version"; }; then
   step "installing the Tansu broker $tansu_version into $cache/tansu (first run only, 7-17 minutes)"
   cargo install --locked "tansu@$tansu_version" --features dynostore,libsql --root "$cache/tansu"
+fi
+
+# The status page's test drives headless Chromium through chromedriver (Debian's packages).
+if ! { command -v chromedriver >/dev/null && command -v chromium >/dev/null; }; then
+  step "installing Chromium and chromedriver for the status page's browser test (first run only)"
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 \
+      || { apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+      || echo "cannot install Chromium: the status page's browser test will say so and skip"
+  else
+    echo "not root or no apt-get: install chromium and chromium-driver, or the status page's browser test skips"
+  fi
 fi
 
 work=$(mktemp -d)

@@ -7,8 +7,11 @@
 #     user the manifests' securityContext names, with a health check;
 #   - that every variable the manifests and the compose file give to tandem is one it reads
 #     (a misspelt variable would be ignored without a word);
-#   - that the ConfigMaps carry the demo's mapping and tables, and that every TOML file parses.
-# A duplicate key in any YAML file is an error too. Exits 1 when anything is wrong.
+#   - that the ConfigMaps carry the demo's mapping and tables, and that every TOML file parses;
+#   - the Grafana dashboard (JSON) and the Prometheus alert rules: every rule has an expression,
+#     a duration, a severity, a summary and a runbook naming a heading of docs/OPERATIONS.md,
+#     and every tandem_… metric either file uses is one that crates/*/src/metrics.rs reports.
+# A duplicate key in any YAML or JSON file is an error too. Exits 1 when anything is wrong.
 #
 # The validators come from PyPI into a Python venv in the cache the first time (kubernetes-validate
 # ships the Kubernetes schemas, check-jsonschema the Compose specification's, dockerfile Docker's
@@ -77,6 +80,7 @@ fi
 
 "$venv/bin/python" - "$target" "$kubernetes_versions" <<'PY'
 import glob
+import json
 import os
 import re
 import sys
@@ -280,9 +284,101 @@ if instructions:
             if str(uid) != image_uid:
                 problem(f"deploy/kubernetes: {name}", f"runAsUser {uid} is not the image's user {image_uid}")
 
+# Monitoring: the dashboard and the alert rules, and the metrics they use. A metric is known
+# when its name, or a histogram's name under its _bucket, _sum or _count series, is written
+# whole in one of the crates' metrics.rs files, where every metric tandem reports is named.
+dashboard_file = "deploy/grafana/tandem-dashboard.json"
+rules_file = "deploy/prometheus/alerts.yml"
+metric_sources = ""
+metric_files = sorted(glob.glob(os.path.join(target, "crates", "*", "src", "metrics.rs")))
+for path in metric_files:
+    with open(path, encoding="utf-8") as f:
+        metric_sources += f.read() + "\n"
+if not metric_files:
+    problem("crates/*/src/metrics.rs", "no such file: the metrics tandem reports are unknown")
+
+
+def check_metrics(where, text):
+    if not metric_files:
+        return
+    for name in sorted(set(re.findall(r"tandem_[a-z_]+", text))):
+        names = [name] + [name[: -len(s)] for s in ("_bucket", "_sum", "_count") if name.endswith(s)]
+        if not any(re.search(rf"(?<![A-Za-z0-9_]){n}(?![A-Za-z0-9_])", metric_sources) for n in names):
+            problem(where, f"unknown metric {name}: no crates/*/src/metrics.rs names {names[-1]}")
+
+
+def unique_keys(pairs):
+    keys = [key for key, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise ValueError(f"duplicate key {key!r}")
+    return dict(pairs)
+
+
+dashboard_text = read(dashboard_file)
+if dashboard_text is not None:
+    try:
+        dashboard = json.loads(dashboard_text, object_pairs_hook=unique_keys)
+    except ValueError as e:  # json.JSONDecodeError is one
+        problem(dashboard_file, f"not JSON: {e}")
+        dashboard = None
+    if dashboard is not None and not (isinstance(dashboard, dict) and dashboard.get("panels")):
+        problem(dashboard_file, "not a Grafana dashboard: no panels")
+    check_metrics(dashboard_file, dashboard_text)
+
+
+# GitHub's anchors of docs/OPERATIONS.md's headings, which the runbooks point at.
+def anchor(heading):
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+operations = read("docs/OPERATIONS.md") or ""
+anchors = {anchor(heading) for heading in re.findall(r"^#{1,6}[ \t]+(.+?)[ \t#]*$", operations, re.M)}
+rules_text = read(rules_file)
+rules_doc = None
+if rules_text is not None:
+    try:
+        rules_doc = yaml.load(rules_text, Loader=Loader)
+    except yaml.YAMLError as e:
+        problem(rules_file, str(e).replace("\n", " "))
+    check_metrics(rules_file, rules_text)
+    groups = rules_doc.get("groups") if isinstance(rules_doc, dict) else None
+    if not (isinstance(groups, list) and groups):
+        problem(rules_file, "no groups: a Prometheus rules file is groups of rules")
+    for g, group in enumerate(groups or []):
+        rules = group.get("rules") if isinstance(group, dict) else None
+        if not (isinstance(group, dict) and group.get("name") and isinstance(rules, list) and rules):
+            problem(f"{rules_file}: groups.{g}", "a group needs a name and a list of rules")
+            continue
+        for r, rule in enumerate(rules):
+            alert = rule.get("alert") if isinstance(rule, dict) else None
+            where = f"{rules_file}: {group['name']}: {alert or f'rules.{r}'}"
+            if not alert:
+                problem(where, "not an alerting rule (no alert)")
+                continue
+            labels = rule.get("labels") if isinstance(rule.get("labels"), dict) else {}
+            annotations = rule.get("annotations") if isinstance(rule.get("annotations"), dict) else {}
+            for key, value in (
+                ("expr", rule.get("expr")),
+                ("for", rule.get("for")),
+                ("labels.severity", labels.get("severity")),
+                ("annotations.summary", annotations.get("summary")),
+                ("annotations.runbook", annotations.get("runbook")),
+            ):
+                if not (isinstance(value, str) and value.strip()):
+                    problem(where, f"no {key}")
+            duration = rule.get("for")
+            if isinstance(duration, str) and not re.fullmatch(r"(\d+(ms|s|m|h|d|w|y))+", duration):
+                problem(where, f"for: {duration!r} is not a Prometheus duration")
+            runbook = annotations.get("runbook")
+            if isinstance(runbook, str) and runbook.strip():
+                page, _, fragment = runbook.partition("#")
+                if not page.endswith("docs/OPERATIONS.md") or fragment not in anchors:
+                    problem(where, f"runbook {runbook} names no heading of docs/OPERATIONS.md")
+
 checked = (
     f"{len(manifests)} Kubernetes manifests (Kubernetes {' and '.join(kubernetes_versions)}, strict),"
-    " docker-compose.yml and deploy/Dockerfile"
+    f" docker-compose.yml, deploy/Dockerfile, {dashboard_file} and {rules_file}"
 )
 if problems:
     print(f"validate-deploy: {len(problems)} problem(s) in {checked}:", file=sys.stderr)

@@ -43,6 +43,8 @@ pub struct DemoOptions {
     /// Accounts whose legacy data is restored from a backup during the run (the backup is
     /// taken a third of the way in, the restore made two thirds of the way in).
     pub restores: usize,
+    /// Serve the consumer's metrics, health and status page here while the demo runs.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 impl Default for DemoOptions {
@@ -59,6 +61,7 @@ impl Default for DemoOptions {
             seed: 7,
             kafka: Vec::new(),
             restores: 2,
+            http: None,
         }
     }
 }
@@ -251,6 +254,24 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         },
     )?);
     let (pstats, cstats) = (producer.stats(), consumer.stats());
+    if let Some(listen) = options.http {
+        let metrics = crate::observe::recorder()?;
+        let ready = cstats.clone();
+        let app = crate::observe::routes(
+            metrics,
+            Arc::new(move || ready.ready.load(Ordering::Relaxed)),
+        )
+        .merge(crate::observe::page::routes(crate::observe::page::Page {
+            store: consumer_store.clone(),
+            stats: cstats.clone(),
+            group: format!("tandem-demo-{suffix}"),
+            topic: topic.clone(),
+        }));
+        let bound = crate::observe::serve(listen, app, shutdown.child_token()).await?;
+        say(format!(
+            "metrics on http://{bound}/metrics, the status page on http://{bound}/"
+        ));
+    }
     let producer_stop = CancellationToken::new();
     let producer_task = tokio::spawn({
         let (producer, stop) = (producer.clone(), producer_stop.clone());
@@ -291,6 +312,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     };
     let (backup_at, restore_at) = (options.duration / 3, options.duration * 2 / 3);
     let (mut backed_up, mut restored) = (false, false);
+    let bar = (options.progress && crate::progress::on_terminal())
+        .then(|| crate::progress::Progress::new("demo: seconds of workload"));
     while started.elapsed() < options.duration {
         tick.tick().await;
         if !backed_up && started.elapsed() >= backup_at {
@@ -317,17 +340,28 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         }
         if started.elapsed() >= next_report {
             next_report += Duration::from_secs(1);
-            say(format!(
-                "{:>3}s  changes {changes}  cycles {}  published {}  applied {}  dead-lettered {}",
-                started.elapsed().as_secs(),
+            let counts = format!(
+                "changes {changes}  cycles {}  published {}  applied {}  dead-lettered {}",
                 pstats.cycles.load(Ordering::Relaxed),
                 pstats.published.load(Ordering::Relaxed),
                 cstats.applied.load(Ordering::Relaxed),
                 cstats.dead_lettered.load(Ordering::Relaxed),
-            ));
+            );
+            match &bar {
+                // On a terminal: a bar through the workload's duration, with the counts.
+                Some(bar) => bar.update(
+                    started.elapsed().as_secs(),
+                    options.duration.as_secs(),
+                    &counts,
+                ),
+                None => say(format!("{:>3}s  {counts}", started.elapsed().as_secs())),
+            }
         }
     }
 
+    if let Some(bar) = &bar {
+        bar.done();
+    }
     // Drain: the producer runs one more delete-check interval, so the last deletes are found
     // at the pace they would be in a longer run, and a last cycle publishes anything left;
     // then the consumer applies everything published.

@@ -119,3 +119,60 @@ pub async fn check(kafka: &KafkaArgs, timeout: Duration) -> anyhow::Result<()> {
         )),
     }
 }
+
+/// One partition of a topic as the brokers see it: its high watermark, and the offset `group`
+/// committed (None when it committed none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    pub partition: i32,
+    pub high_watermark: i64,
+    pub committed: Option<i64>,
+}
+
+/// Each partition's high watermark and `group`'s committed offset, asked of the brokers within
+/// `timeout`. The client does not join the group.
+pub async fn offsets(
+    kafka: &KafkaArgs,
+    group: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<PartitionOffsets>> {
+    use rdkafka::{Offset, TopicPartitionList};
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.brokers);
+    config.set("group.id", group);
+    config.set("enable.auto.commit", "false");
+    for (key, value) in kafka.properties()? {
+        config.set(key, value);
+    }
+    let client: BaseConsumer = config
+        .create()
+        .map_err(|e| crate::exit::Usage(format!("Kafka settings: {e}")))?;
+    let topic = kafka.topic.clone();
+    let asked = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<PartitionOffsets>> {
+        let metadata = client.fetch_metadata(Some(&topic), timeout)?;
+        let count = metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len());
+        let mut list = TopicPartitionList::new();
+        for p in 0..i32::try_from(count).unwrap_or(i32::MAX) {
+            list.add_partition(&topic, p);
+        }
+        let committed = client.committed_offsets(list, timeout)?;
+        (0..i32::try_from(count).unwrap_or(i32::MAX))
+            .map(|p| {
+                let (_, high) = client.fetch_watermarks(&topic, p, timeout)?;
+                let committed = match committed.find_partition(&topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                };
+                Ok(PartitionOffsets {
+                    partition: p,
+                    high_watermark: high,
+                    committed,
+                })
+            })
+            .collect()
+    });
+    asked.await?
+}

@@ -8,6 +8,7 @@ pub mod demo;
 pub mod exit;
 mod kafka;
 pub mod migrate;
+pub mod observe;
 mod progress;
 pub mod secret;
 mod signal;

@@ -1,6 +1,7 @@
 //! The `tandem` binary: parse arguments, set up logging, run, map errors to exit codes.
 
 use clap::Parser;
+use tandem_cli::args::LogFormat;
 use tandem_cli::secret;
 use tracing_subscriber::EnvFilter;
 
@@ -15,14 +16,24 @@ fn main() {
         tandem_cli::args::Command::Demo(_) | tandem_cli::args::Command::Verify(_) => "warn",
         _ => "info",
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| {
-            // PostgreSQL's notices ("relation … already exists, skipping" at every start's
-            // migration check) say nothing an operator needs.
-            EnvFilter::new(format!("{default_level},sqlx::postgres::notice=warn"))
-        }))
-        .with_writer(secret::ScrubbedStderr)
-        .init();
+    let filter = EnvFilter::try_from_env("TANDEM_LOG").unwrap_or_else(|_| {
+        // PostgreSQL's notices ("relation … already exists, skipping" at every start's
+        // migration check) say nothing an operator needs.
+        EnvFilter::new(format!("{default_level},sqlx::postgres::notice=warn"))
+    });
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(secret::ScrubbedStderr);
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        // One object per line, with the spans the event happened in (cycle, apply, cloud
+        // call) and their fields, so one event's way can be followed.
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -15,9 +15,14 @@ pub struct Progress {
     last_line: Cell<Instant>,
 }
 
+/// Whether progress shows as a bar: standard error is a terminal.
+pub fn on_terminal() -> bool {
+    std::io::stderr().is_terminal()
+}
+
 impl Progress {
     pub fn new(what: &'static str) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = on_terminal().then(|| {
             let bar = ProgressBar::new(0);
             bar.set_style(
                 ProgressStyle::with_template(
@@ -34,9 +39,23 @@ impl Progress {
         }
     }
 
-    /// `done` of `total`, with a word on what is under way.
+    /// `done` of `total` (0: not known, only the count and rate show), with a word on what is
+    /// under way.
     pub fn update(&self, done: u64, total: u64, message: &str) {
         match &self.bar {
+            Some(bar) if total == 0 => {
+                if bar.length().is_some() {
+                    bar.unset_length();
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{spinner} [{elapsed_precise}] {pos} {msg} ({per_sec})",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                }
+                bar.set_position(done);
+                bar.set_message(message.to_owned());
+            }
             Some(bar) => {
                 bar.set_length(total);
                 bar.set_position(done.min(total));
@@ -44,7 +63,11 @@ impl Progress {
             }
             None if self.last_line.get().elapsed() >= Duration::from_secs(5) => {
                 self.last_line.set(Instant::now());
-                eprintln!("{}: {done} of {total}: {message}", self.what);
+                if total == 0 {
+                    eprintln!("{}: {done}: {message}", self.what);
+                } else {
+                    eprintln!("{}: {done} of {total}: {message}", self.what);
+                }
             }
             None => {}
         }

@@ -41,10 +41,13 @@ pub async fn verify_targets(
     pairs: &[(String, String)],
 ) -> anyhow::Result<Vec<AccountDrift>> {
     let mut out = Vec::with_capacity(pairs.len());
-    for (account, target) in pairs {
+    let progress = crate::progress::Progress::new("verify: accounts");
+    for (done, (account, target)) in pairs.iter().enumerate() {
+        progress.update(done as u64, pairs.len() as u64, account);
         let rows = legacy_rows(legacy, account).await?;
         out.push(verify_account(mapping, (account, target), &rows, cloud).await?);
     }
+    progress.done();
     Ok(out)
 }
 

@@ -181,6 +181,7 @@ impl CloudClient {
 
     /// One request; with `retry`, repeated while it fails transiently. A request that is not
     /// safe to repeat (a create without an idempotency key) is sent once.
+    #[tracing::instrument(name = "cloud_call", skip_all, fields(method = %method, url))]
     async fn send(
         &self,
         method: Method,
@@ -208,8 +209,13 @@ impl CloudClient {
             if let Some(key) = idempotency_key {
                 request = request.header("Idempotency-Key", key);
             }
-            let response = request.send().await.map_err(transient)?;
+            let sent = std::time::Instant::now();
+            let response = request.send().await.map_err(|e| {
+                crate::metrics::cloud_request(&method, None, sent.elapsed());
+                transient(e)
+            })?;
             let status = response.status();
+            crate::metrics::cloud_request(&method, Some(status.as_u16()), sent.elapsed());
             let retry_after = response
                 .headers()
                 .get("retry-after")
@@ -271,7 +277,10 @@ impl CloudClient {
                 ) => Some(*wait),
                 _ => delay,
             })
-            .notify(|error, delay| debug!(%url, %error, ?delay, "retrying cloud call"))
+            .notify(|error, delay| {
+                crate::metrics::cloud_retry();
+                debug!(%url, %error, ?delay, "retrying cloud call");
+            })
             .await
     }
 

@@ -1,7 +1,8 @@
 //! Counters and latency distributions a caller can watch while the consumer runs. Memory is
 //! fixed: counters are atomics and the latencies histograms, however many events pass.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use serde::Serialize;
 use tandem_event::{ChangeEvent, Latencies, Percentiles};
@@ -19,6 +20,32 @@ pub struct Stats {
     pub assigned_partitions: AtomicU64,
     /// An applied event's way, stage by stage.
     pub stages: Stages,
+    /// Connected to the broker and the store, and assigned partitions or applying.
+    pub ready: AtomicBool,
+    /// The accounts furthest behind, worst first, as last reported.
+    pub worst: Mutex<Vec<AccountLag>>,
+    /// Each partition's lag, as last reported.
+    pub partitions: Mutex<Vec<PartitionLag>>,
+    /// Parked accounts and their held events, as the store last said.
+    pub parked: Mutex<Vec<(String, u64)>>,
+}
+
+/// How far one account is behind, as this member sees it: the events read and waiting in its
+/// queue and those held while it is parked, and the age of the oldest one read (seconds).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct AccountLag {
+    pub account: String,
+    pub events: u64,
+    pub seconds: f64,
+}
+
+/// One partition's store position against its high watermark.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct PartitionLag {
+    pub partition: i32,
+    pub position: i64,
+    pub high_watermark: i64,
+    pub lag: i64,
 }
 
 /// The stages of an applied event's way, each a latency distribution in milliseconds. The
@@ -56,6 +83,12 @@ impl Stages {
         self.deliver.record(occurred, event.detected_at, read_ms);
         self.apply.record(occurred, read_ms, applied_ms);
         self.end_to_end.record(occurred, occurred, applied_ms);
+        crate::metrics::stages(
+            event.detected_at - occurred,
+            read_ms - event.detected_at,
+            applied_ms - read_ms,
+            applied_ms - occurred,
+        );
     }
 
     /// From now on only events that happened at or after `since_ms` (epoch millis) count;

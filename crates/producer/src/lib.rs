@@ -24,6 +24,7 @@ mod detect;
 mod error;
 pub mod ingest;
 pub mod legacy;
+pub mod metrics;
 mod lifecycle;
 mod options;
 mod producer;
@@ -40,5 +41,5 @@ pub use publish::{
     ensure_topic, producer_config, Checkpoint, Outbox, Publisher, TopicReport, TopicSettings,
 };
 pub use stats::Stats;
-pub use store::{AccountState, Store};
+pub use store::{AccountState, ProducerAccount, Published, Store};
 pub use tandem_event::now_millis;

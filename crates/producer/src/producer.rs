@@ -36,6 +36,9 @@ pub struct Producer {
     /// of running to its end, and accounts not started yet are left for next time. Cleared
     /// when `run` returns, so cycles called afterwards run in full.
     stopping: AtomicBool,
+    /// The last round finished without an error: the legacy databases, the store and (when
+    /// it published) the broker answered. False until the first round is over.
+    ready: AtomicBool,
     /// Leases this instance holds, with when each runs out by its own clock: a lease with more
     /// than two thirds of its time left is not renewed, so an idle cycle writes nothing.
     pub(crate) held: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
@@ -102,6 +105,7 @@ impl Producer {
             owner,
             notify_channel,
             stopping: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
             held: Default::default(),
             last_round: Default::default(),
             discovered: Default::default(),
@@ -128,6 +132,11 @@ impl Producer {
     /// The way this producer's events leave: handed-in detections go the same way.
     pub fn outbox(&self) -> &Outbox {
         &self.outbox
+    }
+
+    /// Whether the last round finished without an error (false before the first).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
     }
 
     /// Runs cycles on the interval until `shutdown` is cancelled, earlier when the legacy
@@ -229,8 +238,18 @@ impl Producer {
     }
 
     /// One cycle over `only` these accounts, or over every account; `fresh` looks for
-    /// accounts again whatever the discovery interval says.
+    /// accounts again whatever the discovery interval says. Timed for the metrics.
+    #[tracing::instrument(name = "cycle", skip_all, fields(only = only.as_ref().map(BTreeSet::len)))]
     async fn cycle_some(&self, only: Option<BTreeSet<String>>, fresh: bool) -> Result<u64> {
+        let started = std::time::Instant::now();
+        let result = self.round_over(only, fresh).await;
+        crate::metrics::cycle(started.elapsed(), result.as_ref().ok().copied());
+        self.ready.store(result.is_ok(), Ordering::Relaxed);
+        crate::metrics::ready(result.is_ok());
+        result
+    }
+
+    async fn round_over(&self, only: Option<BTreeSet<String>>, fresh: bool) -> Result<u64> {
         let mut accounts = self.accounts(fresh).await?;
         let unknown = |accounts: &[String], only: &BTreeSet<String>| {
             only.iter().any(|a| !accounts.contains(a))

@@ -21,6 +21,7 @@
 //! # }
 //! ```
 
+mod browser;
 mod consumer;
 mod events;
 mod infra;
@@ -30,6 +31,7 @@ mod process;
 mod reader;
 mod tls;
 
+pub use browser::Browser;
 pub use consumer::{drained, ConsumerSetup, TestConsumer};
 pub use events::contact;
 pub use infra::{brokers, postgres_url, topic, unique, Cloud, PgDatabase, TlsPostgres};

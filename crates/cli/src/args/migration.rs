@@ -185,10 +185,31 @@ pub struct RouterArgs {
 pub struct StatusArgs {
     #[command(flatten)]
     pub migration: MigrationStore,
-    /// The migration's accounts and states (for now the only status there is, shown with or
-    /// without this flag).
+    /// The consumer's store: accounts applied, parked and dead-lettered, and partitions'
+    /// positions.
+    #[arg(long = "consumer-store", env = "TANDEM_CONSUMER_STORE", hide_env_values = true)]
+    pub consumer_store: Option<String>,
+    /// The producer's store: where each account's newest event landed (with the consumer's
+    /// store, how far behind each account is), epochs, delete checks, unsettled keys, leases.
+    #[arg(long = "producer-store", env = "TANDEM_PRODUCER_STORE", hide_env_values = true)]
+    pub producer_store: Option<String>,
+    /// The consumer group whose positions are shown.
+    #[arg(long, env = "TANDEM_GROUP", default_value = "tandem-consumer")]
+    pub group: String,
+    #[command(flatten)]
+    pub kafka: super::KafkaArgs,
+    /// Do not ask the brokers for high watermarks and committed offsets.
+    #[arg(long)]
+    pub offline: bool,
+    /// How long to wait for the brokers before showing the status without them.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub broker_timeout: std::time::Duration,
+    /// Only the migration's accounts and states, and what to do next.
     #[arg(long = "migration")]
     pub migration_view: bool,
+    /// Accounts listed in the text output, furthest behind first (--json lists every one).
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
     /// One JSON object.
     #[arg(long)]
     pub json: bool,

@@ -29,6 +29,16 @@ pub use migration::{
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Log lines as text, or as one JSON object per line with the event's fields and the
+    /// spans it happened in (the cycle, the apply, the cloud call).
+    #[arg(long, global = true, env = "TANDEM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -163,6 +173,8 @@ pub struct DemoArgs {
     /// third of the way in, restored two thirds of the way in).
     #[arg(env = "TANDEM_DEMO_RESTORES", long, default_value_t = 2)]
     pub restores: usize,
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// End with one JSON line on stdout (progress stays on stderr).
     #[arg(long)]
     pub json: bool,
@@ -233,6 +245,8 @@ pub struct ProduceArgs {
     /// Serve `POST /v1/accounts/{account}/detections` (JSON lines) on this address.
     #[arg(long, env = "TANDEM_PRODUCER_HTTP")]
     pub http: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    pub observe: HttpArgs,
     /// On SIGTERM/SIGINT, how long the cycle under way may take to finish the batch it is
     /// sending and stop (a snapshot under way is left unfinished and starts again next time).
     #[arg(long, env = "TANDEM_GRACE", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -291,6 +305,16 @@ pub struct PublishArgs {
     pub store: ProducerStore,
 }
 
+/// The HTTP port of `produce` and `consume`.
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// Serve Prometheus metrics on /metrics, and /healthz and /readyz for probes, on this
+    /// address (e.g. 0.0.0.0:9464); the consumer serves its live status page at / too. Off
+    /// unless given.
+    #[arg(long = "http-listen", env = "TANDEM_HTTP_LISTEN", value_name = "ADDR")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
     /// The mapping file: which cloud resources legacy rows become.
@@ -347,6 +371,8 @@ pub struct ConsumeArgs {
     pub grace: Duration,
     #[command(flatten)]
     pub migration: MigrationStore,
+    #[command(flatten)]
+    pub http: HttpArgs,
 }
 
 #[derive(Debug, Args)]

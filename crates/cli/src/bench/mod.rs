@@ -7,7 +7,9 @@
 //! - [`latency`]: legacy commit → cloud, stage by stage, at steady rates;
 //! - [`idle`]: what an idle producer costs, in a small shared database and a large one;
 //! - [`backfill`]: a migration's accounts enrolled in bulk, and a large snapshot cut short by a
-//!   kill.
+//!   kill;
+//! - [`status`]: `tandem status --json` over stores of many accounts;
+//! - [`memory`]: the consumer's resident memory over a long run.
 //!
 //! The pipeline benches run against a real broker (Tansu, started by [`rig`]), the stores, and
 //! cloudsim in its own process over HTTP.
@@ -18,10 +20,12 @@ mod backfill;
 mod detector;
 mod idle;
 mod latency;
+mod memory;
 mod pipeline;
 mod rebuild;
 mod rig;
 mod route;
+mod status;
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
@@ -31,6 +35,34 @@ pub struct BenchArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Bench {
+    /// The consumer's resident memory over a long run: --events changes to --accounts ×
+    /// --keys contacts (created once, then updated), published first, then applied by the
+    /// consumer in this process (Tansu, the store, cloudsim over HTTP); VmRSS is read every
+    /// second and shown at each tenth.
+    Memory {
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        #[arg(long, default_value_t = 1_000)]
+        accounts: usize,
+        #[arg(long, default_value_t = 10)]
+        keys: usize,
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+        #[command(flatten)]
+        rig: RigArgs,
+    },
+    /// How long `tandem status --json` takes over SQLite stores holding --accounts accounts,
+    /// run as a new process each time.
+    Status {
+        #[arg(long, default_value_t = 10_000)]
+        accounts: usize,
+        /// Runs measured; the median and the slowest are printed.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cost of change detection on one account of --rows rows (SQLite legacy database,
     /// in-process broker).
     Detector {
@@ -239,6 +271,29 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<i32> {
             )
             .await
         }
+        Bench::Memory {
+            events,
+            accounts,
+            keys,
+            partitions,
+            rig,
+        } => {
+            memory::run(
+                memory::Setup {
+                    events: events.max(1),
+                    accounts: accounts.max(1),
+                    keys: keys.max(1),
+                    partitions: partitions.max(1),
+                },
+                rig,
+            )
+            .await
+        }
+        Bench::Status {
+            accounts,
+            runs,
+            json,
+        } => status::run(accounts.max(1), runs, json).await,
         Bench::Detector { rows, cycles, json } => detector::run(rows, cycles, json).await,
         Bench::Route {
             accounts,

@@ -17,7 +17,12 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
         mapping.check_columns(&legacy.columns())?;
     }
     crate::kafka::check(&args.kafka, super::produce::STARTUP_CHECK).await?;
+    let metrics = match args.http.listen {
+        Some(_) => Some(crate::observe::recorder()?),
+        None => None,
+    };
     let store = Store::open(&args.store.url).await?;
+    let page_store = store.clone();
     let client = args
         .cloud
         .client(args.cloud_timeout, args.cloud_attempts.max(1))
@@ -27,6 +32,7 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
         .dead_letter_topic
         .unwrap_or_else(|| format!("{}.dlq", args.kafka.topic));
     let kafka = args.kafka.properties()?;
+    let (group, topic) = (args.group.clone(), args.kafka.topic.clone());
     let consumer = Consumer::new(
         engine,
         tandem_consumer::Options {
@@ -45,6 +51,21 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
         consumer.follow_migration(args.migration.open().await?);
     }
     let shutdown = shutdown_on_signal();
+    if let (Some(listen), Some(metrics)) = (args.http.listen, metrics) {
+        let stats = consumer.stats();
+        let ready = stats.clone();
+        let app = crate::observe::routes(
+            metrics,
+            Arc::new(move || ready.ready.load(std::sync::atomic::Ordering::Relaxed)),
+        )
+        .merge(crate::observe::page::routes(crate::observe::page::Page {
+            store: page_store,
+            stats,
+            group: group.clone(),
+            topic: topic.clone(),
+        }));
+        crate::observe::serve(listen, app, shutdown.child_token()).await?;
+    }
     let run = consumer.run(shutdown.clone());
     tokio::pin!(run);
     let grace = args.grace;

@@ -18,6 +18,7 @@ pub(super) async fn run_demo(args: DemoArgs) -> anyhow::Result<i32> {
         seed: args.seed,
         kafka: Vec::new(),
         restores: args.restores,
+        http: args.http.listen,
     })
     .await?;
     if args.json {

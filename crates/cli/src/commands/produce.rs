@@ -41,13 +41,23 @@ pub(super) async fn run_produce(args: ProduceArgs) -> anyhow::Result<i32> {
             }
         }
     }
-    let producer = Producer::connect(&sources, &args.sources, options(&args).await?).await?;
+    let metrics = match args.observe.listen {
+        Some(_) => Some(crate::observe::recorder()?),
+        None => None,
+    };
+    let producer =
+        std::sync::Arc::new(Producer::connect(&sources, &args.sources, options(&args).await?).await?);
     if args.once {
         let published = producer.cycle().await?;
         eprintln!("published {published} events");
         return Ok(0);
     }
     let shutdown = shutdown_on_signal();
+    if let (Some(listen), Some(metrics)) = (args.observe.listen, metrics) {
+        let ready = producer.clone();
+        let app = crate::observe::routes(metrics, std::sync::Arc::new(move || ready.is_ready()));
+        crate::observe::serve(listen, app, shutdown.child_token()).await?;
+    }
     let http = match args.http {
         Some(addr) => {
             // Detections handed in leave through the detector's own outbox.
@@ -80,7 +90,24 @@ pub(super) async fn run_snapshot(args: SnapshotArgs) -> anyhow::Result<i32> {
     let id = args
         .snapshot_id
         .unwrap_or_else(|| format!("{}-{}", args.account, tandem_producer::now_millis()));
-    match producer.snapshot(&args.account, &id).await? {
+    // The rows go out in batches: the bar counts the events published (how many rows the
+    // account holds is not read beforehand, which would read them twice).
+    let stats = producer.stats();
+    let progress = crate::progress::Progress::new("snapshot: rows");
+    let snapshot = producer.snapshot(&args.account, &id);
+    tokio::pin!(snapshot);
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let snapshot = loop {
+        tokio::select! {
+            result = &mut snapshot => break result?,
+            _ = tick.tick() => {
+                let published = stats.published.load(std::sync::atomic::Ordering::Relaxed);
+                progress.update(published, 0, &args.account);
+            }
+        }
+    };
+    progress.done();
+    match snapshot {
         Snapshot::Published(events) => {
             eprintln!("snapshot {id}: published {events} events");
             return Ok(0);
@@ -145,12 +172,14 @@ pub(super) async fn run_publish(args: PublishArgs) -> anyhow::Result<i32> {
     let outbox = Outbox::new(store, publisher);
     let detections: Vec<_> = good.into_iter().map(|(_, d)| d).collect();
     let mut published = 0;
+    let progress = crate::progress::Progress::new("publish: detections");
     for chunk in detections.chunks(500) {
         published += tandem_producer::ingest::publish_detections(&outbox, chunk)
             .await?
             .len();
-        eprintln!("published {published} of {}", detections.len());
+        progress.update(published as u64, detections.len() as u64, "published");
     }
+    progress.done();
     eprintln!(
         "published {published} detections, rejected {}",
         rejected.len()

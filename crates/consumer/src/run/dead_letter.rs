@@ -9,7 +9,7 @@ use rdkafka::producer::FutureRecord;
 use tracing::warn;
 
 use super::Inner;
-use crate::{Error, Result};
+use crate::{DeadLetter, Error, Result};
 impl Inner {
     /// Sends the original bytes to the dead-letter topic with the reason and origin in headers.
     pub(super) async fn dead_letter(&self, message: &impl Message, reason: &str) -> Result<()> {
@@ -46,6 +46,21 @@ impl Inner {
                 source,
             })?;
         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::dead_lettered();
+        // For `tandem status` and the status page; the topic holds the message either way.
+        let letter = DeadLetter {
+            account: message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned()),
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+            reason: reason.to_owned(),
+            at: tandem_event::now_millis(),
+        };
+        if let Err(e) = self.engine.store().record_dead_letter(&letter).await {
+            warn!(error = %e, "cannot record the dead letter in the store; it is in the dead-letter topic");
+        }
         warn!(
             topic = message.topic(),
             partition = message.partition(),

@@ -37,10 +37,12 @@ impl ConsumerContext for Context {
                 self.stats
                     .assigned_partitions
                     .store(tpl.count() as u64, Ordering::Relaxed);
+                crate::metrics::rebalanced("assign", tpl.count());
             }
             Rebalance::Revoke(tpl) => {
                 info!(partitions = %partition_list(tpl), "partitions revoked");
                 self.stats.assigned_partitions.store(0, Ordering::Relaxed);
+                crate::metrics::rebalanced("revoke", 0);
             }
             Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
         }

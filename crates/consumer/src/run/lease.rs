@@ -117,6 +117,7 @@ impl Inner {
                 if grant == Grant::Taken {
                     // Others may have applied the account's events since: read where it is.
                     tracing::debug!(account, owner = %lease.id.owner, "took the account's lease");
+                    crate::metrics::lease_taken();
                     lease.next.clear();
                 }
                 if waited {

@@ -10,6 +10,7 @@
 //! - [`resume`]: applying a resumed account's held events;
 //! - [`dead_letter`]: the dead-letter topic;
 //! - [`watchdog`]: noticing that the coordinator stranded this member;
+//! - [`report`]: readiness, lag and parked accounts, for metrics and the status page;
 //! - [`tracker`]: what this member knows of its partitions and work in flight.
 
 use std::sync::atomic::AtomicU64;
@@ -27,12 +28,14 @@ use tracing::{error, info, warn};
 use crate::apply::Engine;
 use crate::{Error, Options, Result, Stats};
 use group::{member, Context};
+pub use report::WORST_LISTED;
 use tracker::{lock, Shared};
 
 mod dead_letter;
 mod group;
 mod lease;
 mod partitions;
+mod report;
 mod resume;
 mod tracker;
 mod watchdog;
@@ -167,6 +170,7 @@ impl Consumer {
         let background = shutdown.child_token();
         let _stop_background = background.clone().drop_guard();
         tokio::spawn(inner.clone().watch_group(background.clone()));
+        tokio::spawn(inner.clone().report(background.clone()));
         inner
             .workers
             .spawn(inner.clone().resume_loop(background.clone()));

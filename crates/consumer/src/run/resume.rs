@@ -76,9 +76,10 @@ impl Inner {
                 };
                 let fence = Held::asked_at(asked, ttl).fence(stop);
                 let read_ms = tandem_event::now_millis();
+                let started = std::time::Instant::now();
                 match self.engine.apply_until(&event, None, &fence, &lease).await {
                     Ok(outcome) => {
-                        self.record(&event, outcome, read_ms);
+                        self.record(&event, outcome, read_ms, started.elapsed());
                         store.release(&account, seq).await?;
                         if let (tandem_event::Kind::SnapshotEnd, Some(id)) =
                             (event.kind, &event.snapshot_id)

@@ -198,6 +198,13 @@ impl Inner {
     /// Applies one event; a parked account's event is kept, a transient failure retried in
     /// place (the account waits, others flow), a permanent one dead-letters the message and
     /// parks the account.
+    #[tracing::instrument(name = "apply", skip_all, fields(
+        account = %work.event.account_id,
+        event_id = %work.event.event_id,
+        kind = %work.event.kind,
+        partition = work.partition.1,
+        offset = work.message.offset(),
+    ))]
     pub(super) async fn process(&self, work: &Work, lease: &mut AccountLease) -> Result<()> {
         let Work {
             generation,
@@ -242,6 +249,7 @@ impl Inner {
             }
             let position = self.position(key, offset, self.watermark(key, offset, generation));
             tracing::debug!(partition = key.1, offset, account = %event.account_id, kind = %event.kind, entity = %event.entity_type, key = %event.entity_id, "applying");
+            let started = std::time::Instant::now();
             let applied = self
                 .engine
                 .apply_unless_parked(
@@ -259,6 +267,7 @@ impl Inner {
                 {
                     Ok(()) => {
                         self.stats.held.fetch_add(1, Ordering::Relaxed);
+                        crate::metrics::held();
                         break;
                     }
                     Err(e) if e.is_fenced() => {
@@ -270,7 +279,7 @@ impl Inner {
             }
             match applied {
                 Ok(outcome) => {
-                    self.record(event, outcome, work.read_ms);
+                    self.record(event, outcome, work.read_ms, started.elapsed());
                     if let (Kind::SnapshotEnd, Some(id)) = (event.kind, &event.snapshot_id) {
                         let legacy = message.key().map(String::from_utf8_lossy);
                         let legacy = legacy.as_deref().unwrap_or(&event.account_id);
@@ -287,6 +296,7 @@ impl Inner {
                     Disposition::Fenced => {
                         // The lease is due for renewal before the next call, or was lost:
                         // renew or take it again, and see where the account is.
+                        crate::metrics::lease_lost();
                         lease.held = None;
                         continue;
                     }
@@ -371,14 +381,23 @@ impl Inner {
 
     /// Counts an event the consumer is done with; an applied one's stages are recorded from
     /// `read_ms`, when it was read from Kafka (or from the parked account's held events).
-    pub(super) fn record(&self, event: &ChangeEvent, outcome: Outcome, read_ms: i64) {
+    /// `took` is the apply's own time, the store and the cloud calls.
+    pub(super) fn record(
+        &self,
+        event: &ChangeEvent,
+        outcome: Outcome,
+        read_ms: i64,
+        took: std::time::Duration,
+    ) {
         match outcome {
             Outcome::Applied => {
                 self.stats.applied.fetch_add(1, Ordering::Relaxed);
                 self.stats.stages.record(event, read_ms, now_millis());
+                crate::metrics::applied(event.kind, took);
             }
             Outcome::Skipped => {
                 self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::skipped();
             }
             // Held, not done: counted when it is held.
             Outcome::Parked => {}

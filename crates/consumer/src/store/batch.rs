@@ -299,6 +299,7 @@ pub(super) async fn positions(
     partitions: HashMap<(&str, &str, i32), i64>,
 ) -> Result<()> {
     let accounts: Vec<_> = accounts.into_iter().collect();
+    let now = tandem_event::now_millis();
     for chunk in accounts.chunks(ROWS_PER_STATEMENT) {
         let rows = chunk
             .iter()
@@ -309,15 +310,18 @@ pub(super) async fn positions(
                     Param::Int(Some(i64::from(*partition))),
                     text(account),
                     Param::Int(Some(*next)),
+                    Param::Int(Some(now)),
                 ]
             });
         Values::of(rows)
             .execute(
                 conn,
                 "INSERT INTO consumer_account_offsets \
-                 (consumer_group, topic, partition_id, account, next_offset) VALUES {values} \
+                 (consumer_group, topic, partition_id, account, next_offset, applied_at) \
+                 VALUES {values} \
                  ON CONFLICT (consumer_group, topic, partition_id, account) \
-                 DO UPDATE SET next_offset = excluded.next_offset \
+                 DO UPDATE SET next_offset = excluded.next_offset, \
+                 applied_at = excluded.applied_at \
                  WHERE consumer_account_offsets.next_offset < excluded.next_offset",
             )
             .await?;

@@ -24,6 +24,7 @@ mod positions;
 mod prefetch;
 mod repairs;
 mod snapshots;
+mod status;
 mod targets;
 
 pub use leases::{Grant, LeaseId};
@@ -31,6 +32,7 @@ pub use mirror::{Bookkeeping, Mapped, MirrorRow, ResourceKey};
 pub use positions::Position;
 pub use prefetch::Prefetched;
 pub use snapshots::SnapshotMark;
+pub use status::{AccountProgress, DeadLetter};
 
 #[derive(Debug, Clone)]
 pub struct Store {

@@ -82,10 +82,10 @@ pub(super) async fn write_position(
     if !account.is_empty() {
         sqlx::query(
             "INSERT INTO consumer_account_offsets \
-             (consumer_group, topic, partition_id, account, next_offset) \
-             VALUES ($1, $2, $3, $4, $5) \
+             (consumer_group, topic, partition_id, account, next_offset, applied_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (consumer_group, topic, partition_id, account) \
-             DO UPDATE SET next_offset = excluded.next_offset \
+             DO UPDATE SET next_offset = excluded.next_offset, applied_at = excluded.applied_at \
              WHERE consumer_account_offsets.next_offset < excluded.next_offset",
         )
         .bind(&p.group)
@@ -93,6 +93,7 @@ pub(super) async fn write_position(
         .bind(i64::from(p.partition))
         .bind(account)
         .bind(p.next_offset)
+        .bind(tandem_event::now_millis())
         .execute(&mut *conn)
         .await?;
     }

@@ -90,7 +90,9 @@ impl Producer {
             let (deleted, mark) = self.tombstone_deletes(account, table).await?;
             (deleted, Vec::new(), mark)
         } else {
+            let started = std::time::Instant::now();
             let found = self.differences(account, &table.name, upto).await?;
+            crate::metrics::delete_check(started.elapsed());
             if let Some(key) = found.went_backwards {
                 return Ok(Step::Restored(RestoreSignal::VersionWentBackwards {
                     table: table.name.clone(),

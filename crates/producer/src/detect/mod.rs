@@ -63,6 +63,7 @@ impl Producer {
 
     /// One cycle of one account, with what its round read of it already (see
     /// [`Known`]): the highest versions and the high-water marks are not read again.
+    #[tracing::instrument(name = "account_cycle", skip_all, fields(account))]
     pub(crate) async fn cycle_account_knowing(
         &self,
         account: &str,
@@ -242,6 +243,10 @@ impl Producer {
         }
         let taken = self.store.try_lease(account, &self.owner, ttl).await?;
         let mut held = self.held_leases();
+        let had = held.get(account).is_some_and(|until| *until > now);
+        if taken != had {
+            crate::metrics::lease(taken);
+        }
         if taken {
             held.insert(account.to_owned(), now + ttl);
         } else {

@@ -94,8 +94,9 @@ impl Publisher {
         })
     }
 
-    /// Sends every event, keyed by account, and waits until the broker acknowledged all of them.
-    pub async fn publish(&self, events: &[ChangeEvent]) -> Result<()> {
+    /// Sends every event, keyed by account, and waits until the broker acknowledged all of
+    /// them. Returns where each landed: (partition, offset), in the events' order.
+    pub async fn publish(&self, events: &[ChangeEvent]) -> Result<Vec<(i32, i64)>> {
         let payloads = events
             .iter()
             .map(|e| self.codec.encode(e).map(|bytes| (e, bytes)))
@@ -114,7 +115,7 @@ impl Publisher {
                     })
             }
         });
-        try_join_all(sends).await?;
-        Ok(())
+        let delivered = try_join_all(sends).await?;
+        Ok(delivered.into_iter().map(|d| (d.partition, d.offset)).collect())
     }
 }

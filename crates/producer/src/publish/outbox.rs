@@ -10,7 +10,7 @@ use std::time::Duration;
 use tandem_event::{ChangeEvent, Kind};
 
 use super::Publisher;
-use crate::store::{Advance, BeforeSending, Store};
+use crate::store::{Advance, BeforeSending, Published, Store};
 use crate::{Result, Stats};
 
 /// What moves once the broker acknowledged a batch.
@@ -79,7 +79,8 @@ impl Outbox {
                 self.store.unsettle(account, &unsettled).await?;
             }
             self.raise_mark(account, events).await?;
-            self.publish(events).await?;
+            let published = self.publish(events).await?;
+            self.note_published(&published).await;
         }
         match checkpoint {
             Checkpoint::Nothing => Ok(()),
@@ -106,7 +107,9 @@ impl Outbox {
         if events.iter().all(|e| e.kind != Kind::DatabaseRestored) {
             self.raise_mark(account, events).await?;
         }
-        self.publish(events).await
+        let published = self.publish(events).await?;
+        self.note_published(&published).await;
+        Ok(())
     }
 
     /// Publishes the batches of many accounts as [`Outbox::send`] publishes one, with one
@@ -153,7 +156,13 @@ impl Outbox {
         }
         // The batches' first polls hand their events to the producer in the batches' order
         // (an account's tables in their configured order), as one batch's events are.
-        futures::future::try_join_all(batches.iter().map(|b| self.publish(&b.events))).await?;
+        let published: Vec<(String, Published)> =
+            futures::future::try_join_all(batches.iter().map(|b| self.publish(&b.events)))
+                .await?
+                .into_iter()
+                .flatten()
+                .collect();
+        self.note_published(&published).await;
         let created: Vec<Vec<String>> = batches.iter().map(|b| created_keys(&b.events)).collect();
         let advances: Vec<(&str, &str, Advance<'_>)> = batches
             .iter()
@@ -171,12 +180,30 @@ impl Outbox {
         self.store.advance_together(&advances, lease).await
     }
 
-    async fn publish(&self, events: &[ChangeEvent]) -> Result<()> {
+    /// Publishes `events` and says where each account's newest one landed.
+    async fn publish(&self, events: &[ChangeEvent]) -> Result<Vec<(String, Published)>> {
         if events.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        self.publisher.publish(events).await?;
+        let delivered = self.publisher.publish(events).await?;
         let acknowledged = tandem_event::now_millis();
+        let mut newest: BTreeMap<&str, Published> = BTreeMap::new();
+        for (event, &(partition, offset)) in events.iter().zip(&delivered) {
+            let place = Published {
+                partition,
+                offset,
+                occurred_at: event.occurred_at,
+                published_at: acknowledged,
+            };
+            newest
+                .entry(event.account_id.as_str())
+                .and_modify(|p| {
+                    if offset >= p.offset {
+                        *p = place;
+                    }
+                })
+                .or_insert(place);
+        }
         for event in events {
             self.stats
                 .acknowledge
@@ -185,7 +212,36 @@ impl Outbox {
         self.stats
             .published
             .fetch_add(events.len() as u64, Ordering::Relaxed);
-        Ok(())
+        for kind in Kind::ALL {
+            let n = events.iter().filter(|e| e.kind == kind).count() as u64;
+            if n > 0 {
+                crate::metrics::published(kind, n);
+            }
+        }
+        Ok(newest
+            .into_iter()
+            .map(|(account, p)| (account.to_owned(), p))
+            .collect())
+    }
+
+    /// Records where accounts' newest events landed, for `tandem status`. Only a view: a
+    /// failure is logged and the next publish writes it again.
+    async fn note_published(&self, published: &[(String, Published)]) {
+        if published.is_empty() {
+            return;
+        }
+        // One row per account (a statement may not touch a row twice): its newest place.
+        let mut newest: BTreeMap<&str, Published> = BTreeMap::new();
+        for (account, p) in published {
+            let slot = newest.entry(account.as_str()).or_insert(*p);
+            if p.offset > slot.offset {
+                *slot = *p;
+            }
+        }
+        let rows: Vec<(&str, Published)> = newest.into_iter().collect();
+        if let Err(e) = self.store.note_published(&rows).await {
+            tracing::warn!(error = %e, "cannot record where the published events landed; tandem status shows it after the next publish");
+        }
     }
 
     /// Raises the account's published mark to the batch's newest version (a batch is of one

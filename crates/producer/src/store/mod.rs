@@ -6,7 +6,8 @@
 //! - [`unsettled`]: keys published as created whose checkpoint has not landed yet;
 //! - [`inflight`]: PostgreSQL transactions that were open at a read;
 //! - [`leases`]: which instance runs each account's cycles;
-//! - [`requests`]: snapshots asked of the instance holding an account.
+//! - [`requests`]: snapshots asked of the instance holding an account;
+//! - [`status`]: where each account's newest event landed, and the view `tandem status` shows.
 //!
 //! Checkpoints are written only after Kafka acknowledged what they stand for.
 
@@ -22,11 +23,13 @@ mod inflight;
 mod leases;
 mod manifest;
 mod requests;
+mod status;
 mod unsettled;
 
 pub(crate) use manifest::{ranges_cte, tombstone_mark_key, RANGES_PER_STATEMENT};
 pub use manifest::{Advance, PART_VERSIONS};
 pub use requests::SnapshotProgress;
+pub use status::{ProducerAccount, Published};
 pub use unsettled::BeforeSending;
 
 /// `$first, $first+1, …`: `count` numbered placeholders for a list of values. The store
@@ -232,6 +235,23 @@ impl Store {
             pool,
             queries: Arc::default(),
             file,
+        })
+    }
+
+    /// Opens a store `tandem produce` made, creating and migrating nothing: for commands that
+    /// only look at it (`tandem status`).
+    pub async fn open_existing(url: &str) -> Result<Self> {
+        let pool = tandem_sql::open_existing(url)
+            .await
+            .map_err(|source| Error::Connect {
+                what: "producer store (it is never created by this command)",
+                url: url.to_owned(),
+                source,
+            })?;
+        Ok(Store {
+            pool,
+            queries: Arc::default(),
+            file: None,
         })
     }
 
