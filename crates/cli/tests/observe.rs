@@ -35,7 +35,7 @@ fn metrics(text: &str) -> HashMap<String, f64> {
 }
 
 async fn get(url: &str) -> anyhow::Result<(u16, String)> {
-    let answer = reqwest::get(url).await?;
+    let answer = tandem_consumer::http_client().build()?.get(url).send().await?;
     Ok((answer.status().as_u16(), answer.text().await?))
 }
 

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::process::Running;
 
 /// The key WebDriver names an element by.
-const ELEMENT: &str = "element-6066-11e4-a52f-4a4c46bdb4aa";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A browser session: [`Browser::close`] closes the browser; the driver stops when it is
 /// dropped.
@@ -54,7 +54,7 @@ impl Browser {
                 .stdout(Stdio::null())
                 .stderr(Stdio::null()),
         )?;
-        let http = reqwest::Client::new();
+        let http = tandem_consumer::http_client().build()?;
         let base = format!("http://127.0.0.1:{port}");
         let started = Instant::now();
         while http.get(format!("{base}/status")).send().await.is_err() {
