@@ -35,7 +35,11 @@ fn metrics(text: &str) -> HashMap<String, f64> {
 }
 
 async fn get(url: &str) -> anyhow::Result<(u16, String)> {
-    let answer = tandem_consumer::http_client().build()?.get(url).send().await?;
+    let answer = tandem_consumer::http_client()
+        .build()?
+        .get(url)
+        .send()
+        .await?;
     Ok((answer.status().as_u16(), answer.text().await?))
 }
 
@@ -65,8 +69,8 @@ fn sum(sums: &HashMap<String, f64>, name: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_http_port_counts_the_run_and_its_page_resumes_a_parked_account(
-) -> anyhow::Result<()> {
+async fn the_http_port_counts_the_run_and_its_page_resumes_a_parked_account() -> anyhow::Result<()>
+{
     let brokers = brokers()?;
     let topic = topic(&brokers, 1).await?;
     let store = PgDatabase::create().await?;
@@ -163,7 +167,13 @@ async fn the_http_port_counts_the_run_and_its_page_resumes_a_parked_account(
     // `tandem status` reads the same from the store alone.
     let output = tandem()
         .command()
-        .args(["status", "--json", "--offline", "--consumer-store", &store.url])
+        .args([
+            "status",
+            "--json",
+            "--offline",
+            "--consumer-store",
+            &store.url,
+        ])
         .args(["--topic", &topic, "--group", &format!("{topic}-group")])
         .output()?;
     ensure!(
@@ -210,7 +220,10 @@ async fn the_http_port_counts_the_run_and_its_page_resumes_a_parked_account(
         .await?;
     let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
     browser.screenshot(&screenshot).await?;
-    eprintln!("the status page with a parked account: {}", screenshot.display());
+    eprintln!(
+        "the status page with a parked account: {}",
+        screenshot.display()
+    );
 
     // The cause is fixed; the operator resumes the account from the page.
     cloud.set_faults(Default::default()).await;
@@ -228,7 +241,9 @@ async fn the_http_port_counts_the_run_and_its_page_resumes_a_parked_account(
     ensure!(cloud_client.list("bad", "contacts").await?.len() == 3);
     let message = browser.eval(&shown("message")).await?;
     ensure!(
-        message.as_str().is_some_and(|m| m.contains("resume requested")),
+        message
+            .as_str()
+            .is_some_and(|m| m.contains("resume requested")),
         "the page says what it did: {message}"
     );
     let after = dir.path().join("status-page-resumed.png");
@@ -257,7 +272,15 @@ async fn cleanup(cloud: Cloud, store: PgDatabase) -> anyhow::Result<()> {
 #[test]
 fn status_over_ten_thousand_accounts_is_measured() -> anyhow::Result<()> {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["bench", "status", "--accounts", "10000", "--runs", "3", "--json"])
+        .args([
+            "bench",
+            "status",
+            "--accounts",
+            "10000",
+            "--runs",
+            "3",
+            "--json",
+        ])
         .output()?;
     ensure!(
         output.status.success(),
@@ -278,7 +301,15 @@ fn the_consumers_memory_stays_flat_over_a_long_run() -> anyhow::Result<()> {
     let brokers = brokers()?;
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args(["bench", "memory", "--events", "60000", "--accounts", "200"])
-        .args(["--keys", "10", "--partitions", "4", "--json", "--brokers", &brokers])
+        .args([
+            "--keys",
+            "10",
+            "--partitions",
+            "4",
+            "--json",
+            "--brokers",
+            &brokers,
+        ])
         .env("TANDEM_LOG", "warn")
         .output()?;
     ensure!(

@@ -41,4 +41,7 @@ pub use error::{Disposition, Error, Result};
 pub use options::Options;
 pub use run::{Consumer, WORST_LISTED};
 pub use stats::{AccountLag, PartitionLag, StagePercentiles, Stages, Stats};
-pub use store::{AccountProgress, Bookkeeping, DeadLetter, Grant, LeaseId, MirrorRow, Position, SnapshotMark, Store};
+pub use store::{
+    AccountProgress, Bookkeeping, DeadLetter, Grant, LeaseId, MirrorRow, Position, SnapshotMark,
+    Store,
+};

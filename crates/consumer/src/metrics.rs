@@ -43,7 +43,10 @@ pub fn describe() {
         "Messages sent to the dead-letter topic with their original bytes."
     );
     describe_counter!(HELD, "Events held for a parked account.");
-    describe_gauge!(PARKED_ACCOUNTS, "Accounts parked after a permanent failure.");
+    describe_gauge!(
+        PARKED_ACCOUNTS,
+        "Accounts parked after a permanent failure."
+    );
     describe_gauge!(HELD_EVENTS, "Events held, in all, for parked accounts.");
     describe_histogram!(
         APPLY_SECONDS,
@@ -62,7 +65,10 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "Cloud API request durations by method."
     );
-    describe_counter!(CLOUD_RETRIES, "Cloud API requests retried after a transient failure.");
+    describe_counter!(
+        CLOUD_RETRIES,
+        "Cloud API requests retried after a transient failure."
+    );
     describe_gauge!(
         PARTITION_LAG,
         "Events between the store's position and the partition's high watermark."

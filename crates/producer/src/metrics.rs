@@ -19,7 +19,10 @@ pub const READY: &str = "tandem_producer_ready";
 
 /// Gives every metric its help text; call once, after installing the recorder.
 pub fn describe() {
-    describe_counter!(PUBLISHED, "Events published and acknowledged by the broker, by kind.");
+    describe_counter!(
+        PUBLISHED,
+        "Events published and acknowledged by the broker, by kind."
+    );
     describe_counter!(CYCLES, "Detector rounds over the accounts.");
     describe_histogram!(
         CYCLE_SECONDS,
@@ -33,8 +36,14 @@ pub fn describe() {
         "One differencing check of an account's table for deleted rows."
     );
     describe_gauge!(LAST_CYCLE, "Unix time of the last finished detector round.");
-    describe_counter!(LEASE_TAKES, "Account leases taken (an account this instance did not hold).");
-    describe_counter!(LEASE_LOSSES, "Account leases found held by another instance.");
+    describe_counter!(
+        LEASE_TAKES,
+        "Account leases taken (an account this instance did not hold)."
+    );
+    describe_counter!(
+        LEASE_LOSSES,
+        "Account leases found held by another instance."
+    );
     describe_gauge!(
         READY,
         "1 when the broker and the stores answer and the last round did not fail."

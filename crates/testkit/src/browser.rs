@@ -115,7 +115,12 @@ impl Browser {
     }
 
     /// Waits up to `timeout` until `script` returns something truthy, which it returns.
-    pub async fn until(&self, what: &str, script: &str, timeout: Duration) -> anyhow::Result<Value> {
+    pub async fn until(
+        &self,
+        what: &str,
+        script: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
         let started = Instant::now();
         loop {
             let value = self.eval(script).await?;

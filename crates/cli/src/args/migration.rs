@@ -187,11 +187,19 @@ pub struct StatusArgs {
     pub migration: MigrationStore,
     /// The consumer's store: accounts applied, parked and dead-lettered, and partitions'
     /// positions.
-    #[arg(long = "consumer-store", env = "TANDEM_CONSUMER_STORE", hide_env_values = true)]
+    #[arg(
+        long = "consumer-store",
+        env = "TANDEM_CONSUMER_STORE",
+        hide_env_values = true
+    )]
     pub consumer_store: Option<String>,
     /// The producer's store: where each account's newest event landed (with the consumer's
     /// store, how far behind each account is), epochs, delete checks, unsettled keys, leases.
-    #[arg(long = "producer-store", env = "TANDEM_PRODUCER_STORE", hide_env_values = true)]
+    #[arg(
+        long = "producer-store",
+        env = "TANDEM_PRODUCER_STORE",
+        hide_env_values = true
+    )]
     pub producer_store: Option<String>,
     /// The consumer group whose positions are shown.
     #[arg(long, env = "TANDEM_GROUP", default_value = "tandem-consumer")]

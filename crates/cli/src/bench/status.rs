@@ -26,11 +26,8 @@ const PARTITIONS: i64 = 8;
 pub async fn run(accounts: usize, runs: usize, json: bool) -> anyhow::Result<i32> {
     let dir = tempfile::tempdir()?;
     let url = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
-    let (consumer, producer, migration) = (
-        url("consumer.db"),
-        url("producer.db"),
-        url("migration.db"),
-    );
+    let (consumer, producer, migration) =
+        (url("consumer.db"), url("producer.db"), url("migration.db"));
     // Made and migrated as the processes make them, then filled.
     drop(tandem_consumer::Store::open(&consumer).await?);
     drop(tandem_producer::Store::open(&producer).await?);
@@ -52,7 +49,15 @@ pub async fn run(accounts: usize, runs: usize, json: bool) -> anyhow::Result<i32
     for _ in 0..runs.max(1) {
         let started = Instant::now();
         let output = std::process::Command::new(&exe)
-            .args(["status", "--json", "--offline", "--group", GROUP, "--topic", TOPIC])
+            .args([
+                "status",
+                "--json",
+                "--offline",
+                "--group",
+                GROUP,
+                "--topic",
+                TOPIC,
+            ])
             .args(["--consumer-store", &consumer, "--producer-store", &producer])
             .args(["--migration-store", &migration])
             .env("TANDEM_LOG", "warn")
@@ -120,12 +125,14 @@ async fn fill(consumer: &str, producer: &str, names: &[String]) -> anyhow::Resul
                 .execute(&mut *tx)
                 .await?;
             for seq in 0..5i64 {
-                sqlx::query("INSERT INTO consumer_held (account, seq, payload) VALUES ($1, $2, $3)")
-                    .bind(name)
-                    .bind(seq)
-                    .bind("00")
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "INSERT INTO consumer_held (account, seq, payload) VALUES ($1, $2, $3)",
+                )
+                .bind(name)
+                .bind(seq)
+                .bind("00")
+                .execute(&mut *tx)
+                .await?;
             }
             sqlx::query(
                 "INSERT INTO consumer_dead_letters \

@@ -45,8 +45,9 @@ pub(super) async fn run_produce(args: ProduceArgs) -> anyhow::Result<i32> {
         Some(_) => Some(crate::observe::recorder()?),
         None => None,
     };
-    let producer =
-        std::sync::Arc::new(Producer::connect(&sources, &args.sources, options(&args).await?).await?);
+    let producer = std::sync::Arc::new(
+        Producer::connect(&sources, &args.sources, options(&args).await?).await?,
+    );
     if args.once {
         let published = producer.cycle().await?;
         eprintln!("published {published} events");

@@ -111,9 +111,13 @@ async fn read(page: &Page) -> anyhow::Result<PageStatus> {
         })
         .collect();
     let dead_letter_counts = store.dead_letter_counts().await?;
-    let worst_live = page.stats.worst.lock().map(|w| w.clone()).unwrap_or_default();
-    let state_of = |account: &str, events: u64| match parked.iter().find(|p| p.account == account)
-    {
+    let worst_live = page
+        .stats
+        .worst
+        .lock()
+        .map(|w| w.clone())
+        .unwrap_or_default();
+    let state_of = |account: &str, events: u64| match parked.iter().find(|p| p.account == account) {
         Some(p) if p.resuming => "resuming",
         Some(_) => "parked",
         None if events > 0 => "behind",

@@ -110,7 +110,10 @@ pub async fn gather(sources: &Sources<'_>) -> anyhow::Result<Status> {
     let mut places: HashMap<(String, i32), i64> = HashMap::new();
     let mut positions: HashMap<i32, i64> = HashMap::new();
     if let Some(consumer) = sources.consumer {
-        for p in consumer.account_progress(sources.group, sources.topic).await? {
+        for p in consumer
+            .account_progress(sources.group, sources.topic)
+            .await?
+        {
             let entry = accounts
                 .entry(p.account.clone())
                 .or_insert_with(|| blank(&p.account));

@@ -95,7 +95,10 @@ impl Inner {
         let topic = self.options.topic.clone();
         let ends = tokio::task::spawn_blocking(move || {
             let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
-            let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
+            let partitions = metadata
+                .topics()
+                .first()
+                .map_or(0, |t| t.partitions().len());
             (0..i32::try_from(partitions).unwrap_or(i32::MAX))
                 .map(|p| {
                     consumer
@@ -145,7 +148,11 @@ impl Inner {
                 if queue.is_empty() {
                     continue;
                 }
-                let oldest = queue.iter().map(|w| w.event.occurred_at).min().unwrap_or(now);
+                let oldest = queue
+                    .iter()
+                    .map(|w| w.event.occurred_at)
+                    .min()
+                    .unwrap_or(now);
                 lags.insert(
                     account.clone(),
                     AccountLag {

@@ -63,14 +63,16 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(account, topic, partition, offset, reason, at)| DeadLetter {
-                account,
-                topic,
-                partition: i32::try_from(partition).unwrap_or_default(),
-                offset,
-                reason,
-                at,
-            })
+            .map(
+                |(account, topic, partition, offset, reason, at)| DeadLetter {
+                    account,
+                    topic,
+                    partition: i32::try_from(partition).unwrap_or_default(),
+                    offset,
+                    reason,
+                    at,
+                },
+            )
             .collect())
     }
 
@@ -100,12 +102,14 @@ impl Store {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(account, partition, next_offset, applied_at)| AccountProgress {
-                account,
-                partition: i32::try_from(partition).unwrap_or_default(),
-                next_offset,
-                applied_at,
-            })
+            .map(
+                |(account, partition, next_offset, applied_at)| AccountProgress {
+                    account,
+                    partition: i32::try_from(partition).unwrap_or_default(),
+                    next_offset,
+                    applied_at,
+                },
+            )
             .collect())
     }
 }

@@ -116,6 +116,9 @@ impl Publisher {
             }
         });
         let delivered = try_join_all(sends).await?;
-        Ok(delivered.into_iter().map(|d| (d.partition, d.offset)).collect())
+        Ok(delivered
+            .into_iter()
+            .map(|d| (d.partition, d.offset))
+            .collect())
     }
 }

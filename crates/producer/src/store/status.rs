@@ -44,7 +44,14 @@ impl Store {
             let values = (0..chunk.len())
                 .map(|i| {
                     let p = 5 * i;
-                    format!("(${}, ${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4, p + 5)
+                    format!(
+                        "(${}, ${}, ${}, ${}, ${})",
+                        p + 1,
+                        p + 2,
+                        p + 3,
+                        p + 4,
+                        p + 5
+                    )
                 })
                 .collect::<Vec<_>>()
                 .join(", ");
@@ -81,13 +88,12 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        let unsettled: HashMap<String, i64> = sqlx::query_as(
-            "SELECT account, COUNT(*) FROM producer_unsettled GROUP BY account",
-        )
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .collect();
+        let unsettled: HashMap<String, i64> =
+            sqlx::query_as("SELECT account, COUNT(*) FROM producer_unsettled GROUP BY account")
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .collect();
         let published = sqlx::query_as::<_, (String, i64, i64, i64, i64)>(
             "SELECT account, partition_id, last_offset, occurred_at, published_at \
              FROM producer_published",
@@ -97,7 +103,8 @@ impl Store {
         // A store from before this table: the producer adds it when it next starts.
         let published: HashMap<String, (i64, i64, i64, i64)> = match published {
             Err(sqlx::Error::Database(e))
-                if e.code().as_deref() == Some("42P01") || e.message().contains("no such table") =>
+                if e.code().as_deref() == Some("42P01")
+                    || e.message().contains("no such table") =>
             {
                 Vec::new()
             }
@@ -106,35 +113,36 @@ impl Store {
         .into_iter()
         .map(|(a, p, o, t, at)| (a, (p, o, t, at)))
         .collect();
-        let leases: HashMap<String, String> = sqlx::query_as(
-            "SELECT account, owner FROM producer_leases WHERE expires_at > $1",
-        )
-        .bind(now)
-        .fetch_all(&self.pool)
-        .await?
-        .into_iter()
-        .collect();
+        let leases: HashMap<String, String> =
+            sqlx::query_as("SELECT account, owner FROM producer_leases WHERE expires_at > $1")
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .collect();
         Ok(rows
             .into_iter()
-            .map(|(account, epoch, enrolled, deletes_checked_at)| ProducerAccount {
-                epoch,
-                enrolled: enrolled != 0,
-                deletes_checked_at,
-                unsettled: unsettled
-                    .get(&account)
-                    .and_then(|n| u64::try_from(*n).ok())
-                    .unwrap_or(0),
-                published: published.get(&account).map(|&(p, offset, occurred_at, at)| {
-                    Published {
-                        partition: i32::try_from(p).unwrap_or_default(),
-                        offset,
-                        occurred_at,
-                        published_at: at,
-                    }
-                }),
-                leased_by: leases.get(&account).cloned(),
-                account,
-            })
+            .map(
+                |(account, epoch, enrolled, deletes_checked_at)| ProducerAccount {
+                    epoch,
+                    enrolled: enrolled != 0,
+                    deletes_checked_at,
+                    unsettled: unsettled
+                        .get(&account)
+                        .and_then(|n| u64::try_from(*n).ok())
+                        .unwrap_or(0),
+                    published: published
+                        .get(&account)
+                        .map(|&(p, offset, occurred_at, at)| Published {
+                            partition: i32::try_from(p).unwrap_or_default(),
+                            offset,
+                            occurred_at,
+                            published_at: at,
+                        }),
+                    leased_by: leases.get(&account).cloned(),
+                    account,
+                },
+            )
             .collect())
     }
 }
