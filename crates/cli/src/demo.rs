@@ -193,6 +193,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
             mock.bootstrap_servers()
         }
     };
+    say(format!(
+        "topic {topic}, consumer group {topic} (for tandem status --topic … --group …)"
+    ));
 
     // cloudsim on a loopback port.
     let shutdown = CancellationToken::new();

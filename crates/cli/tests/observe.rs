@@ -329,3 +329,33 @@ fn the_consumers_memory_stays_flat_over_a_long_run() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// `tandem status` only looks: a store that is not there is an error, and is not made.
+#[test]
+fn status_never_creates_a_store() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let missing = dir.path().join("consumer.db");
+    let url = format!("sqlite://{}", missing.display());
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["status", "--offline", "--consumer-store", &url])
+        .env_remove("TANDEM_PRODUCER_STORE")
+        .output()?;
+    ensure!(!output.status.success());
+    ensure!(
+        !missing.exists(),
+        "tandem status created {}",
+        missing.display()
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    ensure!(stderr.contains("consumer.db"), "{stderr}");
+    // No store named at all: told which to name.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .arg("status")
+        .env_remove("TANDEM_CONSUMER_STORE")
+        .env_remove("TANDEM_PRODUCER_STORE")
+        .env_remove("TANDEM_MIGRATION_STORE")
+        .output()?;
+    ensure!(output.status.code() == Some(2), "{output:?}");
+    ensure!(String::from_utf8_lossy(&output.stderr).contains("--consumer-store"));
+    Ok(())
+}

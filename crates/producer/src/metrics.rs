@@ -12,6 +12,7 @@ pub const CYCLES: &str = "tandem_producer_cycles_total";
 pub const CYCLE_SECONDS: &str = "tandem_producer_cycle_seconds";
 pub const CHANGES_PER_CYCLE: &str = "tandem_producer_changes_per_cycle";
 pub const DELETE_CHECK_SECONDS: &str = "tandem_producer_delete_check_seconds";
+pub const ACKNOWLEDGE_SECONDS: &str = "tandem_producer_acknowledge_seconds";
 pub const LAST_CYCLE: &str = "tandem_producer_last_cycle_timestamp_seconds";
 pub const LEASE_TAKES: &str = "tandem_producer_lease_takes_total";
 pub const LEASE_LOSSES: &str = "tandem_producer_lease_losses_total";
@@ -35,6 +36,11 @@ pub fn describe() {
         metrics::Unit::Seconds,
         "One differencing check of an account's table for deleted rows."
     );
+    describe_histogram!(
+        ACKNOWLEDGE_SECONDS,
+        metrics::Unit::Seconds,
+        "Found by the detector to acknowledged by the broker, per event: the published stage."
+    );
     describe_gauge!(LAST_CYCLE, "Unix time of the last finished detector round.");
     describe_counter!(
         LEASE_TAKES,
@@ -52,6 +58,11 @@ pub fn describe() {
 
 pub(crate) fn published(kind: Kind, events: u64) {
     counter!(PUBLISHED, "kind" => kind.symbol()).increment(events);
+}
+
+/// An event found at `detected_ms` was acknowledged at `acknowledged_ms` (epoch millis).
+pub(crate) fn acknowledged(detected_ms: i64, acknowledged_ms: i64) {
+    histogram!(ACKNOWLEDGE_SECONDS).record((acknowledged_ms - detected_ms).max(0) as f64 / 1000.0);
 }
 
 /// One round: how long it took and how many events it published (none when it failed).

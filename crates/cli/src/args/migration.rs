@@ -186,20 +186,13 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub migration: MigrationStore,
     /// The consumer's store: accounts applied, parked and dead-lettered, and partitions'
-    /// positions.
-    #[arg(
-        long = "consumer-store",
-        env = "TANDEM_CONSUMER_STORE",
-        hide_env_values = true
-    )]
+    /// positions (default: TANDEM_CONSUMER_STORE, when set).
+    #[arg(long = "consumer-store")]
     pub consumer_store: Option<String>,
     /// The producer's store: where each account's newest event landed (with the consumer's
-    /// store, how far behind each account is), epochs, delete checks, unsettled keys, leases.
-    #[arg(
-        long = "producer-store",
-        env = "TANDEM_PRODUCER_STORE",
-        hide_env_values = true
-    )]
+    /// store, how far behind each account is), epochs, delete checks, unsettled keys, leases
+    /// (default: TANDEM_PRODUCER_STORE, when set).
+    #[arg(long = "producer-store")]
     pub producer_store: Option<String>,
     /// The consumer group whose positions are shown.
     #[arg(long, env = "TANDEM_GROUP", default_value = "tandem-consumer")]

@@ -36,7 +36,7 @@ fn flags() -> Vec<(String, clap::Arg)> {
 /// Flags that say what one run does or prints — the operands and switches of a single
 /// command, not settings of a deployment — have no variable: one left in the environment
 /// would silently change every later run (`TANDEM_YES`, `TANDEM_REPAIR`).
-const PER_RUN: [&str; 19] = [
+const PER_RUN: [&str; 24] = [
     "account",
     "accounts",
     "into",
@@ -56,6 +56,13 @@ const PER_RUN: [&str; 19] = [
     "all",
     "repair",
     "migration",
+    // `tandem status`: which stores and brokers one look reads (the stores fall back to
+    // TANDEM_CONSUMER_STORE and TANDEM_PRODUCER_STORE, read by the command), and what it prints.
+    "consumer-store",
+    "producer-store",
+    "offline",
+    "broker-timeout",
+    "limit",
 ];
 
 #[test]

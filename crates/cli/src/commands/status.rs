@@ -26,9 +26,16 @@ pub(super) async fn run_status(args: StatusArgs) -> anyhow::Result<i32> {
     if args.migration_view {
         return migration_status(args).await;
     }
-    let named = args.consumer_store.is_some()
-        || args.producer_store.is_some()
-        || args.migration.url.is_some();
+    // As `produce` and `consume` are given them, when not named here.
+    let consumer_url = args
+        .consumer_store
+        .clone()
+        .or_else(|| std::env::var("TANDEM_CONSUMER_STORE").ok());
+    let producer_url = args
+        .producer_store
+        .clone()
+        .or_else(|| std::env::var("TANDEM_PRODUCER_STORE").ok());
+    let named = consumer_url.is_some() || producer_url.is_some() || args.migration.url.is_some();
     if !named {
         return Err(crate::exit::Usage(
             "tandem status reads the stores: name at least one of --consumer-store, \
@@ -38,11 +45,11 @@ pub(super) async fn run_status(args: StatusArgs) -> anyhow::Result<i32> {
         )
         .into());
     }
-    let consumer = match &args.consumer_store {
+    let consumer = match &consumer_url {
         Some(url) => Some(tandem_consumer::Store::open_existing(url).await?),
         None => None,
     };
-    let producer = match &args.producer_store {
+    let producer = match &producer_url {
         Some(url) => Some(tandem_producer::Store::open_existing(url).await?),
         None => None,
     };

@@ -208,6 +208,7 @@ impl Outbox {
             self.stats
                 .acknowledge
                 .record(event.occurred_at, event.detected_at, acknowledged);
+            crate::metrics::acknowledged(event.detected_at, acknowledged);
         }
         self.stats
             .published
