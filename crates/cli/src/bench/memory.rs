@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tandem_consumer::mapping::Mapping;
 use tandem_consumer::{CloudClient, Consumer, Engine, Store};
-use tandem_event::{ChangeEvent, Codec, Kind, Value};
+use tandem_event::{ChangeEvent, Codec, Kind};
 use tandem_producer::Publisher;
 use tokio_util::sync::CancellationToken;
 
@@ -161,23 +161,12 @@ fn change(i: usize, setup: &Setup) -> ChangeEvent {
     } else {
         Kind::Updated
     };
-    let mut event = ChangeEvent::new(
+    rig::contact(
         &format!("mem-{:04}", i % setup.accounts),
         kind,
-        "contacts",
-        &key.to_string(),
-        0,
+        key,
         i as i64 + 1,
-    );
-    let text = |s: String| Value::String(s);
-    event.data = Some(
-        [
-            ("id".to_owned(), Value::Long(key as i64)),
-            ("first_name".to_owned(), text(format!("First{key}"))),
-            ("last_name".to_owned(), text(format!("Change{i}"))),
-            ("email".to_owned(), text(format!("c{key}@example.com"))),
-        ]
-        .into(),
-    );
-    event
+        format!("Change{i}"),
+        format!("c{key}@example.com"),
+    )
 }

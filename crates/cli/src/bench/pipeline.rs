@@ -9,7 +9,7 @@ use futures::StreamExt as _;
 use serde_json::json;
 use tandem_consumer::mapping::Mapping;
 use tandem_consumer::{CloudClient, Consumer, Engine, Store};
-use tandem_event::{ChangeEvent, Codec, Kind, Value};
+use tandem_event::{ChangeEvent, Codec, Kind};
 use tandem_producer::Publisher;
 use tokio_util::sync::CancellationToken;
 
@@ -188,23 +188,12 @@ fn account(a: usize) -> String {
 
 /// The `i`-th event: a contact created in account `i mod accounts`.
 fn created(i: usize, accounts: usize) -> ChangeEvent {
-    let mut event = ChangeEvent::new(
+    rig::contact(
         &account(i % accounts),
         Kind::Created,
-        "contacts",
-        &i.to_string(),
-        0,
+        i,
         i as i64 + 1,
-    );
-    let text = |s: String| Value::String(s);
-    event.data = Some(
-        [
-            ("id".to_owned(), Value::Long(i as i64)),
-            ("first_name".to_owned(), text(format!("First{i}"))),
-            ("last_name".to_owned(), text("Bench".into())),
-            ("email".to_owned(), text(format!("c{i}@example.com"))),
-        ]
-        .into(),
-    );
-    event
+        "Bench".into(),
+        format!("c{i}@example.com"),
+    )
 }

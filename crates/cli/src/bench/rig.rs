@@ -277,6 +277,30 @@ fn peak_rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
+/// A change to contact `id` of `account`, at `version`, with the demo mapping's columns.
+pub(super) fn contact(
+    account: &str,
+    kind: tandem_event::Kind,
+    id: usize,
+    version: i64,
+    last_name: String,
+    email: String,
+) -> tandem_event::ChangeEvent {
+    use tandem_event::Value;
+    let mut event =
+        tandem_event::ChangeEvent::new(account, kind, "contacts", &id.to_string(), 0, version);
+    event.data = Some(
+        [
+            ("id".to_owned(), Value::Long(id as i64)),
+            ("first_name".to_owned(), Value::String(format!("First{id}"))),
+            ("last_name".to_owned(), Value::String(last_name)),
+            ("email".to_owned(), Value::String(email)),
+        ]
+        .into(),
+    );
+    event
+}
+
 pub(super) fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
 }

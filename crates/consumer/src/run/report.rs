@@ -91,31 +91,7 @@ impl Inner {
             .store()
             .positions(&self.options.group, &self.options.topic)
             .await?;
-        let consumer = self.lookups.clone();
-        let topic = self.options.topic.clone();
-        let ends = tokio::task::spawn_blocking(move || {
-            let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5))?;
-            let partitions = metadata
-                .topics()
-                .first()
-                .map_or(0, |t| t.partitions().len());
-            (0..i32::try_from(partitions).unwrap_or(i32::MAX))
-                .map(|p| {
-                    consumer
-                        .fetch_watermarks(&topic, p, Duration::from_secs(5))
-                        .map(|(low, high)| (p, low, high))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| crate::Error::Task {
-            what: "lag report",
-            message: e.to_string(),
-        })?
-        .map_err(|source| crate::Error::Broker {
-            brokers: self.options.brokers.clone(),
-            source,
-        })?;
+        let ends = self.partition_ends("lag report", None).await?;
         let lags: Vec<PartitionLag> = ends
             .into_iter()
             .map(|(partition, low, high)| {
@@ -135,6 +111,44 @@ impl Inner {
             *l = lags;
         }
         Ok(())
+    }
+
+    /// Each partition's (number, low watermark, high watermark), for the `partitions` of the
+    /// topic or, when not given, as many as its metadata says. The client's lookups block:
+    /// they run off the async threads.
+    pub(super) async fn partition_ends(
+        &self,
+        what: &'static str,
+        partitions: Option<usize>,
+    ) -> Result<Vec<(i32, i64, i64)>> {
+        let consumer = self.lookups.clone();
+        let topic = self.options.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            let partitions = match partitions {
+                Some(n) => n,
+                None => consumer
+                    .fetch_metadata(Some(&topic), Duration::from_secs(5))?
+                    .topics()
+                    .first()
+                    .map_or(0, |t| t.partitions().len()),
+            };
+            (0..i32::try_from(partitions).unwrap_or(i32::MAX))
+                .map(|p| {
+                    consumer
+                        .fetch_watermarks(&topic, p, Duration::from_secs(5))
+                        .map(|(low, high)| (p, low, high))
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| crate::Error::Task {
+            what,
+            message: e.to_string(),
+        })?
+        .map_err(|source| crate::Error::Broker {
+            brokers: self.options.brokers.clone(),
+            source,
+        })
     }
 
     /// The accounts furthest behind, worst first: the events read and waiting in their queue

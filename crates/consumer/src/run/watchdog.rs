@@ -210,21 +210,9 @@ impl Inner {
             return Ok(health);
         }
         let positions = store.positions(&self.options.group, &topic).await?;
-        let ends = tokio::task::spawn_blocking(move || {
-            (0..i32::try_from(partitions).unwrap_or(i32::MAX))
-                .map(|p| {
-                    consumer
-                        .fetch_watermarks(&topic, p, Duration::from_secs(5))
-                        .map(|(low, high)| (p, low, high))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| Error::Task {
-            what: "group watchdog",
-            message: e.to_string(),
-        })?
-        .map_err(broker_error)?;
+        let ends = self
+            .partition_ends("group watchdog", Some(partitions))
+            .await?;
         health.lagging = ends
             .into_iter()
             .filter_map(|(p, low, high)| {
