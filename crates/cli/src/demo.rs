@@ -263,6 +263,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
         let app = crate::observe::routes(
             metrics,
             Arc::new(move || ready.ready.load(Ordering::Relaxed)),
+            None,
         )
         .merge(crate::observe::page::routes(crate::observe::page::Page {
             store: consumer_store.clone(),

@@ -13,7 +13,9 @@ use serde_json::Value;
 use tandem_consumer::CloudClient;
 use tandem_event::Codec;
 use tandem_producer::Publisher;
-use tandem_testkit::{brokers, contact, topic, Browser, Cloud, PgDatabase, Running, Tandem};
+use tandem_testkit::{
+    brokers, contact, seeded_legacy, topic, Browser, Cloud, PgDatabase, Running, Seeded, Tandem,
+};
 
 fn tandem() -> Tandem {
     Tandem::new(env!("CARGO_BIN_EXE_tandem"))
@@ -358,4 +360,47 @@ fn status_never_creates_a_store() -> anyhow::Result<()> {
     ensure!(output.status.code() == Some(2), "{output:?}");
     ensure!(String::from_utf8_lossy(&output.stderr).contains("--consumer-store"));
     Ok(())
+}
+
+/// `tandem produce --http-listen`: its counters follow what it published, its last round is
+/// recent, and it is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_producers_metrics_follow_its_rounds() -> anyhow::Result<()> {
+    let brokers = brokers()?;
+    let topic = topic(&brokers, 2).await?;
+    let store = PgDatabase::create().await?;
+    let dir = tempfile::tempdir()?;
+    let Seeded { sources, .. } = seeded_legacy(dir.path(), "observed", 3).await?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let _producer = Running::spawn(
+        tandem()
+            .produce(&sources, &brokers, &topic, &store.url)
+            .args(["--http-listen", &format!("127.0.0.1:{port}")]),
+    )?;
+    // Three accounts enrolled: a snapshot each, begun and ended.
+    let sums = scrape_until(&format!("{base}/metrics"), "the snapshots published", |s| {
+        sum(s, "tandem_producer_ready") == 1.0
+            && sum(s, "tandem_producer_events_published_total") >= 6.0
+    })
+    .await?;
+    let (_, text) = get(&format!("{base}/metrics")).await?;
+    ensure!(
+        text.contains("tandem_producer_events_published_total{kind=\"SNAPSHOT_BEGIN\"} 3"),
+        "{text}"
+    );
+    ensure!(sum(&sums, "tandem_producer_cycles_total") >= 1.0);
+    ensure!(sum(&sums, "tandem_producer_cycle_seconds_count") >= 1.0);
+    let last = sum(&sums, "tandem_producer_last_cycle_timestamp_seconds");
+    let now = tandem_event::now_millis() as f64 / 1000.0;
+    ensure!(
+        now - last < 30.0,
+        "the last round ended {} s ago",
+        now - last
+    );
+    ensure!(get(&format!("{base}/readyz")).await?.0 == 200);
+    ensure!(get(&format!("{base}/healthz")).await?.0 == 200);
+    store.drop().await
 }

@@ -149,6 +149,10 @@ pub(crate) fn rebalanced(kind: &'static str, assigned: usize) {
     gauge!(ASSIGNED_PARTITIONS).set(assigned as f64);
 }
 
+pub(crate) fn assigned(partitions: u64) {
+    gauge!(ASSIGNED_PARTITIONS).set(partitions as f64);
+}
+
 pub(crate) fn partition_lag(partition: i32, lag: i64) {
     gauge!(PARTITION_LAG, "partition" => partition.to_string()).set(lag.max(0) as f64);
 }

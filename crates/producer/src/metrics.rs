@@ -72,7 +72,6 @@ pub(crate) fn cycle(took: Duration, published: Option<u64>) {
     if let Some(published) = published {
         histogram!(CHANGES_PER_CYCLE).record(published as f64);
     }
-    gauge!(LAST_CYCLE).set(tandem_event::now_millis() as f64 / 1000.0);
 }
 
 pub(crate) fn delete_check(took: Duration) {
@@ -87,6 +86,12 @@ pub(crate) fn lease(taken: bool) {
     }
 }
 
-pub fn ready(ready: bool) {
+/// The gauges of the producer's state: when its last round ended (epoch millis, none before
+/// the first) and whether it is ready. Set after every round and again at every scrape, so that
+/// a producer stuck in a round keeps them (the exporter forgets a gauge not set for a minute).
+pub fn gauges(last_round_ms: Option<i64>, ready: bool) {
+    if let Some(ms) = last_round_ms {
+        gauge!(LAST_CYCLE).set(ms as f64 / 1000.0);
+    }
     gauge!(READY).set(if ready { 1.0 } else { 0.0 });
 }

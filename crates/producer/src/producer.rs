@@ -39,6 +39,8 @@ pub struct Producer {
     /// The last round finished without an error: the legacy databases, the store and (when
     /// it published) the broker answered. False until the first round is over.
     ready: AtomicBool,
+    /// When the last round ended (epoch millis; 0 before the first).
+    last_round_ms: std::sync::atomic::AtomicI64,
     /// Leases this instance holds, with when each runs out by its own clock: a lease with more
     /// than two thirds of its time left is not renewed, so an idle cycle writes nothing.
     pub(crate) held: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
@@ -106,6 +108,7 @@ impl Producer {
             notify_channel,
             stopping: AtomicBool::new(false),
             ready: AtomicBool::new(false),
+            last_round_ms: std::sync::atomic::AtomicI64::new(0),
             held: Default::default(),
             last_round: Default::default(),
             discovered: Default::default(),
@@ -137,6 +140,11 @@ impl Producer {
     /// Whether the last round finished without an error (false before the first).
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+
+    /// When the last round ended (epoch millis), if one did.
+    pub fn last_round_ms(&self) -> Option<i64> {
+        Some(self.last_round_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0)
     }
 
     /// Runs cycles on the interval until `shutdown` is cancelled, earlier when the legacy
@@ -244,8 +252,10 @@ impl Producer {
         let started = std::time::Instant::now();
         let result = self.round_over(only, fresh).await;
         crate::metrics::cycle(started.elapsed(), result.as_ref().ok().copied());
+        let now = tandem_event::now_millis();
         self.ready.store(result.is_ok(), Ordering::Relaxed);
-        crate::metrics::ready(result.is_ok());
+        self.last_round_ms.store(now, Ordering::Relaxed);
+        crate::metrics::gauges(Some(now), result.is_ok());
         result
     }
 

@@ -57,6 +57,7 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
         let app = crate::observe::routes(
             metrics,
             Arc::new(move || ready.ready.load(std::sync::atomic::Ordering::Relaxed)),
+            None,
         )
         .merge(crate::observe::page::routes(crate::observe::page::Page {
             store: page_store,

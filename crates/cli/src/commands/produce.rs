@@ -55,8 +55,14 @@ pub(super) async fn run_produce(args: ProduceArgs) -> anyhow::Result<i32> {
     }
     let shutdown = shutdown_on_signal();
     if let (Some(listen), Some(metrics)) = (args.observe.listen, metrics) {
-        let ready = producer.clone();
-        let app = crate::observe::routes(metrics, std::sync::Arc::new(move || ready.is_ready()));
+        let (ready, state) = (producer.clone(), producer.clone());
+        let app = crate::observe::routes(
+            metrics,
+            std::sync::Arc::new(move || ready.is_ready()),
+            Some(std::sync::Arc::new(move || {
+                tandem_producer::metrics::gauges(state.last_round_ms(), state.is_ready());
+            })),
+        );
         crate::observe::serve(listen, app, shutdown.child_token()).await?;
     }
     let http = match args.http {

@@ -28,7 +28,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 const CHANGE_BUCKETS: &[f64] = &[0.0, 1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 5000.0];
 
 /// The process's Prometheus recorder, installed on first use. A gauge not set for a minute is
-/// dropped, so an account that left the ten furthest behind stops being shown.
+/// dropped, so an account that left the ten furthest behind stops being shown; every other
+/// gauge is set again at least that often (the consumer's every 2 s, the producer's at each
+/// scrape).
 pub fn recorder() -> anyhow::Result<PrometheusHandle> {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     if let Some(handle) = HANDLE.get() {
@@ -54,14 +56,20 @@ pub fn recorder() -> anyhow::Result<PrometheusHandle> {
 /// Says whether the process is ready: connected, and assigned or leasing.
 pub type Readiness = Arc<dyn Fn() -> bool + Send + Sync>;
 
-/// `/metrics`, `/healthz` and `/readyz`.
-pub fn routes(metrics: PrometheusHandle, ready: Readiness) -> Router {
+/// Sets gauges that must not go stale, before each scrape.
+pub type Upkeep = Arc<dyn Fn() + Send + Sync>;
+
+/// `/metrics`, `/healthz` and `/readyz`; `upkeep` runs before each scrape is rendered.
+pub fn routes(metrics: PrometheusHandle, ready: Readiness, upkeep: Option<Upkeep>) -> Router {
     Router::new()
         .route(
             "/metrics",
             get(move || {
-                let metrics = metrics.clone();
+                let (metrics, upkeep) = (metrics.clone(), upkeep.clone());
                 async move {
+                    if let Some(upkeep) = upkeep {
+                        upkeep();
+                    }
                     metrics.run_upkeep();
                     (
                         [("content-type", "text/plain; version=0.0.4")],

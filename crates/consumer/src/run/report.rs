@@ -60,7 +60,10 @@ impl Inner {
             crate::metrics::worst_accounts(&series);
             listed = series;
             let working = !lock(&self.tracker).queues.is_empty();
-            let assigned = self.stats.assigned_partitions.load(Ordering::Relaxed) > 0;
+            let partitions = self.stats.assigned_partitions.load(Ordering::Relaxed);
+            // Set again every report: the exporter forgets a gauge not set for a minute.
+            crate::metrics::assigned(partitions);
+            let assigned = partitions > 0;
             let ready = store_ok && broker_ok && (assigned || working);
             self.stats.ready.store(ready, Ordering::Relaxed);
             crate::metrics::ready(ready);
