@@ -260,6 +260,7 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
     if let Some(listen) = options.http {
         let metrics = crate::observe::recorder()?;
         let ready = cstats.clone();
+        consumer.report_status();
         let app = crate::observe::routes(
             metrics,
             Arc::new(move || ready.ready.load(Ordering::Relaxed)),

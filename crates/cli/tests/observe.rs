@@ -21,6 +21,23 @@ fn tandem() -> Tandem {
     Tandem::new(env!("CARGO_BIN_EXE_tandem"))
 }
 
+/// Runs `tandem ARGS` (warnings only in its log), requires it to succeed, and parses the JSON
+/// it prints.
+fn json_of(args: &[&str]) -> anyhow::Result<Value> {
+    let output = tandem()
+        .command()
+        .args(args)
+        .env("TANDEM_LOG", "warn")
+        .output()?;
+    ensure!(
+        output.status.success(),
+        "tandem {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
 /// Sums of each metric over its label sets, from Prometheus's text format.
 fn metrics(text: &str) -> HashMap<String, f64> {
     let mut sums = HashMap::new();
@@ -167,23 +184,18 @@ async fn the_http_port_counts_the_run_and_its_page_resumes_a_parked_account() ->
     }
 
     // `tandem status` reads the same from the store alone.
-    let output = tandem()
-        .command()
-        .args([
-            "status",
-            "--json",
-            "--offline",
-            "--consumer-store",
-            &store.url,
-        ])
-        .args(["--topic", &topic, "--group", &format!("{topic}-group")])
-        .output()?;
-    ensure!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let status: Value = serde_json::from_slice(&output.stdout)?;
+    let group = format!("{topic}-group");
+    let status = json_of(&[
+        "status",
+        "--json",
+        "--offline",
+        "--consumer-store",
+        &store.url,
+        "--topic",
+        &topic,
+        "--group",
+        &group,
+    ])?;
     let bad = status["account_list"]
         .as_array()
         .and_then(|list| list.iter().find(|a| a["account"] == "bad"))
@@ -273,23 +285,15 @@ async fn cleanup(cloud: Cloud, store: PgDatabase) -> anyhow::Result<()> {
 /// it; the figure is printed, the answer checked.
 #[test]
 fn status_over_ten_thousand_accounts_is_measured() -> anyhow::Result<()> {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args([
-            "bench",
-            "status",
-            "--accounts",
-            "10000",
-            "--runs",
-            "3",
-            "--json",
-        ])
-        .output()?;
-    ensure!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let figures: Value = serde_json::from_slice(&output.stdout)?;
+    let figures = json_of(&[
+        "bench",
+        "status",
+        "--accounts",
+        "10000",
+        "--runs",
+        "3",
+        "--json",
+    ])?;
     eprintln!("tandem status --json over 10,000 accounts: {figures}");
     ensure!(figures["accounts"] == 10_000);
     Ok(())
@@ -301,25 +305,21 @@ fn status_over_ten_thousand_accounts_is_measured() -> anyhow::Result<()> {
 #[test]
 fn the_consumers_memory_stays_flat_over_a_long_run() -> anyhow::Result<()> {
     let brokers = brokers()?;
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["bench", "memory", "--events", "60000", "--accounts", "200"])
-        .args([
-            "--keys",
-            "10",
-            "--partitions",
-            "4",
-            "--json",
-            "--brokers",
-            &brokers,
-        ])
-        .env("TANDEM_LOG", "warn")
-        .output()?;
-    ensure!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let figures: Value = serde_json::from_slice(&output.stdout)?;
+    let figures = json_of(&[
+        "bench",
+        "memory",
+        "--events",
+        "60000",
+        "--accounts",
+        "200",
+        "--keys",
+        "10",
+        "--partitions",
+        "4",
+        "--json",
+        "--brokers",
+        &brokers,
+    ])?;
     eprintln!("the consumer's memory over 60,000 events: {figures}");
     ensure!(figures["applied"] == 60_000, "{figures}");
     let growth = figures["growth_mb_after_first_fifth"]

@@ -54,6 +54,7 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
     if let (Some(listen), Some(metrics)) = (args.http.listen, metrics) {
         let stats = consumer.stats();
         let ready = stats.clone();
+        consumer.report_status();
         let app = crate::observe::routes(
             metrics,
             Arc::new(move || ready.ready.load(std::sync::atomic::Ordering::Relaxed)),

@@ -73,6 +73,9 @@ struct Inner {
     worker_runs: AtomicU64,
     /// The migration store: an account whose snapshot is applied goes live there.
     migration: std::sync::OnceLock<tandem_migration::Store>,
+    /// Readiness, lag and parked accounts are looked at every 2 s (see [`report`]): only when
+    /// something shows them (the HTTP port), since each look reads the store and the broker.
+    reporting: std::sync::atomic::AtomicBool,
     /// The first fatal error a worker met; stops the consumer.
     fatal: Mutex<Option<Error>>,
     failed: CancellationToken,
@@ -146,6 +149,7 @@ impl Consumer {
                 fatal: Mutex::new(None),
                 failed: CancellationToken::new(),
                 migration: std::sync::OnceLock::new(),
+                reporting: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -154,6 +158,15 @@ impl Consumer {
     /// account goes live then.
     pub fn follow_migration(&self, store: tandem_migration::Store) {
         let _ = self.inner.migration.set(store);
+    }
+
+    /// Looks at readiness, lag and parked accounts every 2 s while running, for the metrics
+    /// and the status page ([`Stats::ready`], [`Stats::worst`], [`Stats::partitions`]); call
+    /// before [`Consumer::run`].
+    pub fn report_status(&self) {
+        self.inner
+            .reporting
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn stats(&self) -> Arc<Stats> {
@@ -170,7 +183,9 @@ impl Consumer {
         let background = shutdown.child_token();
         let _stop_background = background.clone().drop_guard();
         tokio::spawn(inner.clone().watch_group(background.clone()));
-        tokio::spawn(inner.clone().report(background.clone()));
+        if inner.reporting.load(std::sync::atomic::Ordering::Relaxed) {
+            tokio::spawn(inner.clone().report(background.clone()));
+        }
         inner
             .workers
             .spawn(inner.clone().resume_loop(background.clone()));
