@@ -156,7 +156,7 @@ impl Outbox {
         }
         // The batches' first polls hand their events to the producer in the batches' order
         // (an account's tables in their configured order), as one batch's events are.
-        let published: Vec<(String, Published)> =
+        let published: Vec<(&str, Published)> =
             futures::future::try_join_all(batches.iter().map(|b| self.publish(&b.events)))
                 .await?
                 .into_iter()
@@ -180,30 +180,26 @@ impl Outbox {
         self.store.advance_together(&advances, lease).await
     }
 
-    /// Publishes `events` and says where each account's newest one landed.
-    async fn publish(&self, events: &[ChangeEvent]) -> Result<Vec<(String, Published)>> {
+    /// Publishes `events` and says where each landed, per event with its account.
+    async fn publish<'e>(&self, events: &'e [ChangeEvent]) -> Result<Vec<(&'e str, Published)>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let delivered = self.publisher.publish(events).await?;
         let acknowledged = tandem_event::now_millis();
-        let mut newest: BTreeMap<&str, Published> = BTreeMap::new();
-        for (event, &(partition, offset)) in events.iter().zip(&delivered) {
-            let place = Published {
-                partition,
-                offset,
-                occurred_at: event.occurred_at,
-                published_at: acknowledged,
-            };
-            newest
-                .entry(event.account_id.as_str())
-                .and_modify(|p| {
-                    if offset >= p.offset {
-                        *p = place;
-                    }
-                })
-                .or_insert(place);
-        }
+        let places = events
+            .iter()
+            .zip(&delivered)
+            .map(|(event, &(partition, offset))| {
+                let place = Published {
+                    partition,
+                    offset,
+                    occurred_at: event.occurred_at,
+                    published_at: acknowledged,
+                };
+                (event.account_id.as_str(), place)
+            })
+            .collect();
         for event in events {
             self.stats
                 .acknowledge
@@ -219,22 +215,19 @@ impl Outbox {
                 crate::metrics::published(kind, n);
             }
         }
-        Ok(newest
-            .into_iter()
-            .map(|(account, p)| (account.to_owned(), p))
-            .collect())
+        Ok(places)
     }
 
     /// Records where accounts' newest events landed, for `tandem status`. Only a view: a
     /// failure is logged and the next publish writes it again.
-    async fn note_published(&self, published: &[(String, Published)]) {
+    async fn note_published(&self, published: &[(&str, Published)]) {
         if published.is_empty() {
             return;
         }
         // One row per account (a statement may not touch a row twice): its newest place.
         let mut newest: BTreeMap<&str, Published> = BTreeMap::new();
         for (account, p) in published {
-            let slot = newest.entry(account.as_str()).or_insert(*p);
+            let slot = newest.entry(*account).or_insert(*p);
             if p.offset > slot.offset {
                 *slot = *p;
             }
