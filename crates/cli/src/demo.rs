@@ -266,13 +266,17 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
             Arc::new(move || ready.ready.load(Ordering::Relaxed)),
             None,
         )
-        .merge(crate::observe::page::routes(crate::observe::page::Page {
-            store: consumer_store.clone(),
-            stats: cstats.clone(),
-            group: format!("tandem-demo-{suffix}"),
-            topic: topic.clone(),
-        }));
-        let bound = crate::observe::serve(listen, app, shutdown.child_token()).await?;
+        .merge(crate::observe::page::routes(
+            crate::observe::page::Page {
+                store: consumer_store.clone(),
+                stats: cstats.clone(),
+                group: format!("tandem-demo-{suffix}"),
+                topic: topic.clone(),
+            },
+            crate::observe::access::ApiToken::from_env()?,
+        ));
+        let what = ("--http-listen", "/metrics, /healthz, /readyz and the status page");
+        let bound = crate::observe::serve(listen, app, shutdown.child_token(), what).await?;
         say(format!(
             "metrics on http://{bound}/metrics, the status page on http://{bound}/"
         ));

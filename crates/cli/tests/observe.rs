@@ -17,6 +17,9 @@ use tandem_testkit::{
     brokers, contact, seeded_legacy, topic, Browser, Cloud, PgDatabase, Running, Seeded, Tandem,
 };
 
+/// The consumer's API token, which the page's Resume needs.
+const PAGE_TOKEN: &str = "observe-test-token-0123456789";
+
 fn tandem() -> Tandem {
     Tandem::new(env!("CARGO_BIN_EXE_tandem"))
 }
@@ -136,7 +139,8 @@ async fn the_http_port_counts_the_run_and_its_page_resumes_a_parked_account() ->
                 &cloud.url,
                 &dir.path().join("consumer.log"),
             )
-            .args(["--http-listen", &format!("127.0.0.1:{port}")]),
+            .args(["--http-listen", &format!("127.0.0.1:{port}")])
+            .env("TANDEM_API_TOKEN", PAGE_TOKEN),
     )?;
 
     // The counters match what the run did.
@@ -209,7 +213,8 @@ async fn the_http_port_counts_the_run_and_its_page_resumes_a_parked_account() ->
     let Some(browser) = Browser::start().await? else {
         return cleanup(cloud, store).await;
     };
-    browser.goto(&format!("{base}/")).await?;
+    // The operator opens the page with the API token, which Resume sends.
+    browser.goto(&format!("{base}/#token={PAGE_TOKEN}")).await?;
     let reason = browser
         .until(
             "the parked account with its reason",

@@ -221,11 +221,11 @@ impl CloudClient {
                 .get("retry-after")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
+                .map(|seconds| Duration::from_secs(seconds.min(LONGEST_RETRY_AFTER_S)));
             // A body that breaks off is a transient failure even after a success status: the
             // change may or may not have been applied, and the retry is idempotent.
-            let bytes = response.bytes().await.map_err(transient)?;
-            let text = String::from_utf8_lossy(&bytes);
+            let bytes = read_capped(response).await?;
+            let text = shown(&bytes);
             match status {
                 s if s.is_success() => Ok(if bytes.is_empty() {
                     Json::Null
@@ -258,7 +258,7 @@ impl CloudClient {
                 }),
                 s => Err(ApiError::Rejected {
                     status: s,
-                    body: text.into_owned(),
+                    body: text,
                 }),
             }
         };
@@ -418,6 +418,41 @@ fn created_id(created: &Json) -> Result<String, ApiError> {
         .ok_or_else(|| ApiError::Unexpected {
             message: format!("create answered without an id: {created}"),
         })
+}
+
+/// The largest answer read from the cloud API; a larger one is a failed call (retried), so
+/// that a misbehaving API cannot fill the consumer's memory.
+pub const MAX_RESPONSE_BYTES: usize = 16 << 20;
+
+/// The longest `Retry-After` obeyed: an API asking for more is asked again after this long.
+const LONGEST_RETRY_AFTER_S: u64 = 60;
+
+/// How much of an answer's body an error message quotes (reasons are stored and shown).
+const QUOTED_BYTES: usize = 1024;
+
+/// Reads the answer's body, up to [`MAX_RESPONSE_BYTES`].
+async fn read_capped(mut response: reqwest::Response) -> Result<Vec<u8>, ApiError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transient)? {
+        if bytes.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(ApiError::Transient {
+                message: format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes"),
+                retry_after: None,
+            });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// The start of a body, as text, for an error message.
+fn shown(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(QUOTED_BYTES)]);
+    if bytes.len() > QUOTED_BYTES {
+        format!("{text}… ({} bytes)", bytes.len())
+    } else {
+        text.into_owned()
+    }
 }
 
 fn transient(e: reqwest::Error) -> ApiError {

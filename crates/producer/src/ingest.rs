@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -169,6 +169,29 @@ pub fn parse_detection(line: &str) -> Result<Detection, (String, String)> {
     })
 }
 
+/// The longest line taken: a longer one is rejected without being parsed.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// The largest request body `POST …/detections` reads; a larger one is answered 413.
+pub const MAX_BODY_BYTES: usize = 16 << 20;
+
+/// The longest account id taken from a caller.
+pub const MAX_ACCOUNT_BYTES: usize = 256;
+
+/// Checks an account id handed in from outside: not empty, at most 256 bytes, no control
+/// characters; the error says which.
+pub fn check_account(account: &str) -> std::result::Result<(), String> {
+    if account.is_empty() {
+        Err("must not be empty".into())
+    } else if account.len() > MAX_ACCOUNT_BYTES {
+        Err(format!("longer than {MAX_ACCOUNT_BYTES} bytes"))
+    } else if account.chars().any(char::is_control) {
+        Err("must not contain control characters".into())
+    } else {
+        Ok(())
+    }
+}
+
 /// Which account lines without an `account_id` belong to, and whether lines may name another.
 #[derive(Debug, Clone, Copy)]
 pub enum Accounts<'a> {
@@ -198,7 +221,20 @@ pub fn parse_lines(
             field,
             message,
         };
-        match parse_detection(line) {
+        if line.len() > MAX_LINE_BYTES {
+            bad.push(reject((
+                "(line)".into(),
+                format!("longer than {MAX_LINE_BYTES} bytes"),
+            )));
+            continue;
+        }
+        let parsed = parse_detection(line).and_then(|detection| {
+            match detection.account_id.as_deref().map(check_account) {
+                Some(Err(problem)) => Err(("account_id".into(), problem)),
+                _ => Ok(detection),
+            }
+        });
+        match parsed {
             Ok(mut detection) => match (accounts, &detection.account_id) {
                 (Accounts::Only(expected), Some(named)) if named != expected => bad.push(reject((
                     "account_id".into(),
@@ -281,6 +317,10 @@ async fn post_detections(
     Path(account): Path<String>,
     body: String,
 ) -> Response {
+    if let Err(problem) = check_account(&account) {
+        let error = serde_json::json!({ "error": format!("account in the path: {problem}") });
+        return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+    }
     let (good, rejected) = parse_lines(&body, Accounts::Only(&account));
     let detections: Vec<Detection> = good.into_iter().map(|(_, d)| d).collect();
     if let Err(e) = publish_detections(&outbox, &detections).await {
@@ -299,14 +339,18 @@ async fn post_detections(
     (status, Json(answer)).into_response()
 }
 
-/// The producer's HTTP API: `POST /v1/accounts/{account}/detections` with JSON lines.
+/// The producer's HTTP API: `POST /v1/accounts/{account}/detections` with JSON lines, bodies
+/// up to [`MAX_BODY_BYTES`] (413 beyond). It checks no credentials: whoever serves it puts it
+/// behind its own (`tandem produce --http` requires a bearer token).
 pub fn router(outbox: Outbox) -> Router {
     Router::new()
         .route("/v1/accounts/{account}/detections", post(post_detections))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(Arc::new(outbox))
 }
 
-/// Serves [`router`] on `addr` until `shutdown`; returns the bound address once listening.
+/// Serves [`router`] on `addr` until `shutdown`, without credentials (for embedding and tests
+/// on loopback); returns the bound address once listening.
 pub async fn serve(
     addr: SocketAddr,
     outbox: Outbox,

@@ -242,8 +242,11 @@ pub struct ProduceArgs {
     /// its holder died.
     #[arg(long, env = "TANDEM_LEASE_TTL", default_value = "30s", value_parser = humantime::parse_duration)]
     pub lease_ttl: Duration,
-    /// Serve `POST /v1/accounts/{account}/detections` (JSON lines) on this address.
-    #[arg(long, env = "TANDEM_PRODUCER_HTTP")]
+    /// Serve `POST /v1/accounts/{account}/detections` (JSON lines) on this address: PORT
+    /// alone binds to loopback, HOST:PORT (e.g. 0.0.0.0:8080) where given. Callers must send
+    /// `Authorization: Bearer` with the token in TANDEM_API_TOKEN (or the file
+    /// TANDEM_API_TOKEN_FILE names); bodies are capped at 16 MiB and lines at 1 MiB.
+    #[arg(long, env = "TANDEM_PRODUCER_HTTP", value_name = "ADDR", value_parser = crate::observe::access::listen_addr)]
     pub http: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub observe: HttpArgs,
@@ -309,9 +312,10 @@ pub struct PublishArgs {
 #[derive(Debug, Args)]
 pub struct HttpArgs {
     /// Serve Prometheus metrics on /metrics, and /healthz and /readyz for probes, on this
-    /// address (e.g. 0.0.0.0:9464); the consumer serves its live status page at / too. Off
-    /// unless given.
-    #[arg(long = "http-listen", env = "TANDEM_HTTP_LISTEN", value_name = "ADDR")]
+    /// address: PORT alone binds to loopback, HOST:PORT (e.g. 0.0.0.0:9464) where given. The
+    /// consumer serves its live status page at / too; resuming an account from it needs the
+    /// token in TANDEM_API_TOKEN (or the file TANDEM_API_TOKEN_FILE names). Off unless given.
+    #[arg(long = "http-listen", env = "TANDEM_HTTP_LISTEN", value_name = "ADDR", value_parser = crate::observe::access::listen_addr)]
     pub listen: Option<std::net::SocketAddr>,
 }
 

@@ -17,9 +17,12 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
         mapping.check_columns(&legacy.columns())?;
     }
     crate::kafka::check(&args.kafka, super::produce::STARTUP_CHECK).await?;
-    let metrics = match args.http.listen {
-        Some(_) => Some(crate::observe::recorder()?),
-        None => None,
+    let (metrics, token) = match args.http.listen {
+        Some(_) => (
+            Some(crate::observe::recorder()?),
+            crate::observe::access::ApiToken::from_env()?,
+        ),
+        None => (None, Default::default()),
     };
     let store = Store::open(&args.store.url).await?;
     let page_store = store.clone();
@@ -60,13 +63,17 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
             Arc::new(move || ready.ready.load(std::sync::atomic::Ordering::Relaxed)),
             None,
         )
-        .merge(crate::observe::page::routes(crate::observe::page::Page {
-            store: page_store,
-            stats,
-            group: group.clone(),
-            topic: topic.clone(),
-        }));
-        crate::observe::serve(listen, app, shutdown.child_token()).await?;
+        .merge(crate::observe::page::routes(
+            crate::observe::page::Page {
+                store: page_store,
+                stats,
+                group: group.clone(),
+                topic: topic.clone(),
+            },
+            token,
+        ));
+        let what = ("--http-listen", "/metrics, /healthz, /readyz and the status page");
+        crate::observe::serve(listen, app, shutdown.child_token(), what).await?;
     }
     let run = consumer.run(shutdown.clone());
     tokio::pin!(run);

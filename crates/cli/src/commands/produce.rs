@@ -41,6 +41,15 @@ pub(super) async fn run_produce(args: ProduceArgs) -> anyhow::Result<i32> {
             }
         }
     }
+    // Detections change what the cloud holds: the port that takes them needs a token.
+    let token = crate::observe::access::ApiToken::from_env()?;
+    if args.http.is_some() && !token.is_set() {
+        return Err(crate::exit::Usage(format!(
+            "--http takes detections only from callers with the API token: set {0} or {0}_FILE",
+            crate::observe::access::TOKEN_VARIABLE
+        ))
+        .into());
+    }
     let metrics = match args.observe.listen {
         Some(_) => Some(crate::observe::recorder()?),
         None => None,
@@ -63,26 +72,20 @@ pub(super) async fn run_produce(args: ProduceArgs) -> anyhow::Result<i32> {
                 tandem_producer::metrics::gauges(state.last_round_ms(), state.is_ready());
             })),
         );
-        crate::observe::serve(listen, app, shutdown.child_token()).await?;
+        let what = ("--http-listen", "/metrics, /healthz and /readyz");
+        crate::observe::serve(listen, app, shutdown.child_token(), what).await?;
     }
-    let http = match args.http {
-        Some(addr) => {
-            // Detections handed in leave through the detector's own outbox.
-            let (bound, task) = tandem_producer::ingest::serve(
-                addr,
-                producer.outbox().clone(),
-                shutdown.child_token(),
-            )
-            .await?;
-            tracing::info!(%bound, "accepting detections over HTTP");
-            Some(task)
-        }
-        None => None,
-    };
+    if let Some(addr) = args.http {
+        // Detections handed in leave through the detector's own outbox.
+        let app = crate::observe::access::guard(
+            tandem_producer::ingest::router(producer.outbox().clone()),
+            token,
+            tandem_producer::ingest::MAX_BODY_BYTES,
+        );
+        let what = ("--http", "POST /v1/accounts/{account}/detections");
+        crate::observe::serve(addr, app, shutdown.child_token(), what).await?;
+    }
     producer.run(shutdown).await?;
-    if let Some(task) = http {
-        task.await??;
-    }
     Ok(0)
 }
 

@@ -17,6 +17,7 @@ use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 
+pub mod access;
 pub mod page;
 pub mod status;
 
@@ -95,17 +96,21 @@ pub fn routes(metrics: PrometheusHandle, ready: Readiness, upkeep: Option<Upkeep
 }
 
 /// Serves `app` on `listen` until `stop`; the address actually bound (port 0 picks one) is
-/// logged and returned.
+/// logged with `what` and returned. `flag` names the option that asked for the port.
 pub async fn serve(
     listen: SocketAddr,
     app: Router,
     stop: CancellationToken,
+    (flag, what): (&str, &str),
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen} (--http-listen)"))?;
+        .with_context(|| format!("cannot listen on {listen} ({flag})"))?;
     let bound = listener.local_addr()?;
-    tracing::info!(address = %bound, "serving /metrics, /healthz and /readyz");
+    if !bound.ip().is_loopback() {
+        tracing::info!(address = %bound, "{flag} is reachable from other machines");
+    }
+    tracing::info!(address = %bound, "serving {what}");
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(stop.cancelled_owned())

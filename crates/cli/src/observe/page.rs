@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
@@ -16,7 +17,12 @@ use serde_json::json;
 use tandem_consumer::{DeadLetter, PartitionLag, Stats, Store};
 use tandem_event::Percentiles;
 
+use super::access::{self, ApiToken};
+
 const PAGE: &str = include_str!("page.html");
+
+/// Actions carry nothing in their bodies; anything larger than this is refused (413).
+const ACTION_BODY_LIMIT: usize = 4096;
 
 /// Dead letters the page lists, newest first.
 const RECENT_DEAD_LETTERS: i64 = 20;
@@ -30,12 +36,17 @@ pub struct Page {
     pub topic: String,
 }
 
-pub fn routes(page: Page) -> Router {
+/// The page and its reads, open to whoever reaches the port; the actions behind `token`.
+pub fn routes(page: Page, token: ApiToken) -> Router {
+    let page = Arc::new(page);
+    let actions = Router::new()
+        .route("/v1/accounts/{account}/resume", post(resume))
+        .with_state(page.clone());
     Router::new()
         .route("/", get(|| async { Html(PAGE) }))
         .route("/v1/status", get(status))
-        .route("/v1/accounts/{account}/resume", post(resume))
-        .with_state(Arc::new(page))
+        .with_state(page)
+        .merge(access::guard(actions, token, ACTION_BODY_LIMIT))
 }
 
 #[derive(Debug, Serialize)]
@@ -178,7 +189,19 @@ async fn read(page: &Page) -> anyhow::Result<PageStatus> {
 
 /// Asks the consumer to apply a parked account's held events again, as `tandem accounts
 /// resume` does.
-async fn resume(State(page): State<Arc<Page>>, Path(account): Path<String>) -> Response {
+/// The body is read (and so capped) but carries nothing.
+async fn resume(
+    State(page): State<Arc<Page>>,
+    Path(account): Path<String>,
+    _body: Bytes,
+) -> Response {
+    if let Err(problem) = tandem_producer::ingest::check_account(&account) {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({ "error": format!("account: {problem}") })),
+        )
+            .into_response();
+    }
     let asked = async {
         let target = page.store.target_of(&account).await?;
         page.store.request_resume(&target).await
