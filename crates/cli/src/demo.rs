@@ -275,7 +275,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<DemoReport> {
             },
             crate::observe::access::ApiToken::from_env()?,
         ));
-        let what = ("--http-listen", "/metrics, /healthz, /readyz and the status page");
+        let what = (
+            "--http-listen",
+            "/metrics, /healthz, /readyz and the status page",
+        );
         let bound = crate::observe::serve(listen, app, shutdown.child_token(), what).await?;
         say(format!(
             "metrics on http://{bound}/metrics, the status page on http://{bound}/"

@@ -139,7 +139,12 @@ async fn the_producers_detections_port_needs_the_token_caps_bodies_and_names_bad
         .as_array()
         .context("the rejections")?
         .iter()
-        .map(|r| (r["line"].as_u64().unwrap_or(0), r["field"].as_str().unwrap_or("")))
+        .map(|r| {
+            (
+                r["line"].as_u64().unwrap_or(0),
+                r["field"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     ensure!(
         named == [(2, "version"), (3, "data.tags"), (4, "(line)")],

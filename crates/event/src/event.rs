@@ -33,12 +33,29 @@ impl Value {
     }
 }
 
-/// Now, in epoch milliseconds: the unit of every timestamp in an event.
+/// Now, in epoch milliseconds: the unit of every timestamp in an event, and the clock leases
+/// are compared on. `TANDEM_FAULT_CLOCK_OFFSET_MS` (signed milliseconds) moves this process's
+/// clock, to test members whose clocks disagree (`tests/chaos.sh clock-skew`).
 pub fn now_millis() -> i64 {
-    std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or_default()
+        .unwrap_or_default();
+    now.saturating_add(clock_offset())
+}
+
+/// The injected clock offset, read once.
+fn clock_offset() -> i64 {
+    static OFFSET: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        let Ok(text) = std::env::var("TANDEM_FAULT_CLOCK_OFFSET_MS") else {
+            return 0;
+        };
+        text.trim().parse().unwrap_or_else(|_| {
+            eprintln!("tandem: TANDEM_FAULT_CLOCK_OFFSET_MS={text:?} is not milliseconds; ignored");
+            0
+        })
+    })
 }
 
 /// A row's after-image: column name → value.

@@ -72,7 +72,10 @@ pub(super) async fn run_consume(args: ConsumeArgs) -> anyhow::Result<i32> {
             },
             token,
         ));
-        let what = ("--http-listen", "/metrics, /healthz, /readyz and the status page");
+        let what = (
+            "--http-listen",
+            "/metrics, /healthz, /readyz and the status page",
+        );
         crate::observe::serve(listen, app, shutdown.child_token(), what).await?;
     }
     let run = consumer.run(shutdown.clone());

@@ -104,9 +104,7 @@ async fn require(State(token): State<ApiToken>, request: Request, next: Next) ->
             StatusCode::UNAUTHORIZED,
             "the Authorization header must be `Bearer <token>`".into(),
         ),
-        Some(Some(given)) if same(given.as_bytes(), expected.as_bytes()) => {
-            next.run(request).await
-        }
+        Some(Some(given)) if same(given.as_bytes(), expected.as_bytes()) => next.run(request).await,
         Some(Some(_)) => refuse(StatusCode::UNAUTHORIZED, "the API token is wrong".into()),
     }
 }
