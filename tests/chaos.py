@@ -5,11 +5,6 @@ library (CI has python3, not confluent-kafka):
   port                                   a free loopback TCP port
   http METHOD URL [JSON]                 one HTTP request; prints the body, exit 1 on >= 400
   wait-http URL SECONDS                  waits until URL answers 2xx
-  kafka-garbage --broker H:P --topic T --partitions N --count C [--spread S] KEY...
-                                         produces C messages that are no change event (raw
-                                         Kafka protocol: Produce v3+ with a v2 record batch),
-                                         each to its key's partition, spread over S seconds;
-                                         prints "sent C"
   proxy LISTEN_PORT TARGET_HOST TARGET_PORT
                                          a TCP proxy, until killed
   sqlite-account-backup DB ACCOUNT...    the demo workload's per-account backup
@@ -30,15 +25,12 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import socket
 import sqlite3
-import struct
 import sys
 import time
 import urllib.error
 import urllib.request
-import zlib
 
 
 def cmd_port(_args):
@@ -73,197 +65,6 @@ def cmd_wait_http(args):
             sys.stderr.write(f"{args.url} did not answer within {args.seconds} s\n")
             sys.exit(1)
         time.sleep(0.1)
-
-
-# --- Kafka, by hand -------------------------------------------------------------------------
-# Just enough of the protocol to append raw bytes to a partition of a single broker: the
-# Produce request (versions 3 to 8 share one request layout) carrying one record batch of
-# magic 2, which is what Kafka 0.11+ and Tansu store.
-
-def _crc32c_table():
-    table = []
-    for n in range(256):
-        c = n
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
-        table.append(c)
-    return table
-
-
-_CRC32C = _crc32c_table()
-
-
-def crc32c(data: bytes) -> int:
-    c = 0xFFFFFFFF
-    for b in data:
-        c = _CRC32C[(c ^ b) & 0xFF] ^ (c >> 8)
-    return c ^ 0xFFFFFFFF
-
-
-def varint(n: int) -> bytes:
-    """A zigzag-encoded variable-length integer (Kafka record fields)."""
-    z = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while True:
-        byte = z & 0x7F
-        z >>= 7
-        if z:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def record_batch(records, now_ms: int) -> bytes:
-    """A v2 record batch of (key, value) pairs, uncompressed, without producer id."""
-    body = bytearray()
-    for delta, (key, value) in enumerate(records):
-        rec = bytearray()
-        rec += b"\x00"  # attributes
-        rec += varint(0)  # timestamp delta
-        rec += varint(delta)  # offset delta
-        if key is None:
-            rec += varint(-1)
-        else:
-            rec += varint(len(key)) + key
-        rec += varint(len(value)) + value
-        rec += varint(0)  # headers
-        body += varint(len(rec)) + rec
-    after_crc = (
-        struct.pack(">hiqqqhii", 0, len(records) - 1, now_ms, now_ms, -1, -1, -1, len(records))
-        + bytes(body)
-    )
-    # partitionLeaderEpoch, magic, crc, then what the crc covers.
-    tail = struct.pack(">ibI", -1, 2, crc32c(after_crc)) + after_crc
-    return struct.pack(">qi", 0, len(tail)) + tail
-
-
-def _string(s: str) -> bytes:
-    raw = s.encode()
-    return struct.pack(">h", len(raw)) + raw
-
-
-class Kafka:
-    def __init__(self, broker: str):
-        host, port = broker.rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)), timeout=30)
-        self.correlation = 0
-
-    def request(self, api_key: int, version: int, body: bytes) -> bytes:
-        self.correlation += 1
-        header = struct.pack(">hhi", api_key, version, self.correlation) + _string("tandem-chaos")
-        message = header + body
-        self.sock.sendall(struct.pack(">i", len(message)) + message)
-        size = struct.unpack(">i", self._read(4))[0]
-        response = self._read(size)
-        correlation = struct.unpack(">i", response[:4])[0]
-        if correlation != self.correlation:
-            raise RuntimeError(f"correlation id {correlation}, expected {self.correlation}")
-        return response[4:]
-
-    def _read(self, n: int) -> bytes:
-        out = bytearray()
-        while len(out) < n:
-            chunk = self.sock.recv(n - len(out))
-            if not chunk:
-                raise ConnectionError("the broker closed the connection")
-            out += chunk
-        return bytes(out)
-
-    def produce_version(self) -> int:
-        """The highest Produce version from 3 to 8 the broker takes (ApiVersions v0)."""
-        try:
-            body = self.request(18, 0, b"")
-        except (OSError, ConnectionError, RuntimeError):
-            return 3
-        error, count = struct.unpack(">hi", body[:6])
-        if error != 0:
-            return 3
-        for i in range(count):
-            key, low, high = struct.unpack(">hhh", body[6 + 6 * i: 12 + 6 * i])
-            if key == 0:
-                if high < 3:
-                    raise RuntimeError(f"the broker takes Produce versions {low}..{high} only")
-                return max(3, min(high, 8))
-        return 3
-
-    def produce(self, version: int, topic: str, partition: int, batch: bytes) -> int:
-        body = (
-            struct.pack(">hhi", -1, -1, 30000)  # no transactional id, acks=all, timeout
-            + struct.pack(">i", 1)
-            + _string(topic)
-            + struct.pack(">i", 1)
-            + struct.pack(">i", partition)
-            + struct.pack(">i", len(batch))
-            + batch
-        )
-        response = self.request(0, version, body)
-        # [responses]: topic name, [partitions]: index, error code, ...
-        pos = 4
-        (name_len,) = struct.unpack(">h", response[pos: pos + 2])
-        pos += 2 + name_len + 4
-        _index, error = struct.unpack(">ih", response[pos: pos + 6])
-        return error
-
-
-def garbage(i: int, rng: random.Random) -> bytes:
-    """Messages no consumer can read, of the kinds tests/dead_letters.rs sends."""
-    kind = i % 5
-    if kind == 0:
-        return f"not avro at all #{i}".encode()
-    if kind == 1:  # Avro single-object marker with a fingerprint no schema has
-        return bytes([0xC3, 0x01]) + rng.randbytes(8) + bytes([i % 256])
-    if kind == 2:  # Confluent framing with a schema id nobody registered
-        return bytes([0, 0, 0, 0, 42, 2, 4])
-    if kind == 3:
-        return b""
-    return rng.randbytes(rng.randint(1, 200))
-
-
-def partition_of(key, partitions: int, fallback: int) -> int:
-    """Where librdkafka's default partitioner puts KEY (CRC-32 of the key), as the producer's
-    events of that account land."""
-    return zlib.crc32(key) % partitions if key is not None else fallback
-
-
-def cmd_kafka_garbage(args):
-    rng = random.Random(args.seed)
-    kafka = Kafka(args.broker)
-    version = kafka.produce_version()
-    keys = [k.encode() for k in args.keys] or [None]
-    chunks = (args.count + args.chunk - 1) // args.chunk
-    pause = args.spread / chunks if chunks else 0
-    sent = 0
-    for c in range(chunks):
-        n = min(args.chunk, args.count - sent)
-        # Each message to its key's partition, among that account's own events.
-        by_partition = {}
-        for j in range(n):
-            key = keys[(sent + j) % len(keys)]
-            part = partition_of(key, args.partitions, c % args.partitions)
-            by_partition.setdefault(part, []).append((key, garbage(sent + j, rng)))
-        for partition, records in sorted(by_partition.items()):
-            batch = record_batch(records, int(time.time() * 1000))
-            for attempt in range(10):
-                try:
-                    error = kafka.produce(version, args.topic, partition, batch)
-                except (OSError, ConnectionError, struct.error) as e:
-                    error = f"{e}"
-                    try:
-                        kafka = Kafka(args.broker)
-                    except OSError:
-                        pass
-                if error == 0:
-                    break
-                sys.stderr.write(f"produce to {args.topic}/{partition}: error {error}; again\n")
-                time.sleep(0.5 * (attempt + 1))
-            else:
-                sys.stderr.write(f"gave up after sending {sent} messages\n")
-                print(f"sent {sent}")
-                sys.exit(1)
-            sent += len(records)
-        time.sleep(pause)
-    print(f"sent {sent}")
 
 
 # --- a TCP proxy --------------------------------------------------------------------------
@@ -691,16 +492,6 @@ def main():
     p.add_argument("url")
     p.add_argument("seconds")
     p.set_defaults(run=cmd_wait_http)
-    p = sub.add_parser("kafka-garbage")
-    p.add_argument("--broker", required=True)
-    p.add_argument("--topic", required=True)
-    p.add_argument("--partitions", type=int, required=True)
-    p.add_argument("--count", type=int, required=True)
-    p.add_argument("--chunk", type=int, default=250)
-    p.add_argument("--spread", type=float, default=0.0)
-    p.add_argument("--seed", type=int, default=11)
-    p.add_argument("keys", nargs="*")
-    p.set_defaults(run=cmd_kafka_garbage)
     p = sub.add_parser("proxy")
     p.add_argument("listen_port", type=int)
     p.add_argument("host")

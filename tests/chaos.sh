@@ -26,6 +26,8 @@
 #
 #   TANDEM_BIN         the tandem binary (default: target/debug/tandem, built with cargo first
 #                      unless --no-build)
+#   TANDEM_GARBAGE_BIN the garbage scenario's writer (default: target/debug/tandem-garbage,
+#                      built with cargo first unless --no-build)
 #   TANDEM_CACHE       where Tansu lives (default ~/.cache/tandem, as tests/run.sh installs it)
 #   TANDEM_TANSU       the Tansu binary (default $TANDEM_CACHE/tansu/bin/tansu)
 #   TANDEM_TEST_PG     PostgreSQL server URL (default postgres://postgres@127.0.0.1:5432)
@@ -645,7 +647,8 @@ scenario_producer_kill() {
 
 # Messages that are no change event, appended to the topic's partitions with the accounts'
 # keys while changes flow: each must be dead-lettered, and the changes around it applied.
-# No tandem command writes raw bytes to a topic, so tests/chaos.py speaks the Kafka protocol.
+# No tandem command writes raw bytes to a topic: crates/testkit's tandem-garbage does, through
+# rdkafka, with the accounts' keys so each lands in its account's partition.
 scenario_garbage() {
   local secs rc=0 sent
   secs=$(pick 60 20)
@@ -653,10 +656,10 @@ scenario_garbage() {
   start_consumer 0
   start_producer 0
   start_workload "$secs"
+  [ -x "$garbage_bin" ] || die "no tandem-garbage at $garbage_bin (cargo build -p tandem-testkit)"
   # shellcheck disable=SC2046
-  launch garbage "$sc_dir/garbage.log" python3 "$root/tests/chaos.py" kafka-garbage \
-    --broker "$brokers" --topic "$topic" --partitions "$PARTITIONS" --count "$GARBAGE" \
-    --spread $((secs - 2)) $(account_names)
+  launch garbage "$sc_dir/garbage.log" "$garbage_bin" "$brokers" "$topic" "$GARBAGE" \
+    $((secs - 2)) $(account_names)
   while alive garbage; do pause_ms 200; done
   wait "${role_pid[garbage]}" 2>/dev/null || rc=$?
   unset "role_pid[garbage]"
@@ -1042,6 +1045,12 @@ if [ -z "$tandem" ]; then
   fi
 fi
 [ -x "$tandem" ] || die "no tandem binary at $tandem (build it, or set TANDEM_BIN)"
+# The garbage scenario's writer of raw messages (crates/testkit/src/bin/tandem-garbage.rs).
+garbage_bin=${TANDEM_GARBAGE_BIN:-$root/target/debug/tandem-garbage}
+if [[ " ${scenarios[*]} " == *" garbage "* ]] && [ -z "${TANDEM_GARBAGE_BIN:-}" ] && [ "$build" -eq 1 ]; then
+  say "building tandem-garbage (cargo build -p tandem-testkit)"
+  cargo build --locked -p tandem-testkit --bin tandem-garbage >&2
+fi
 if ! { [ -x "$tansu" ] && "$tansu" --version 2>/dev/null | grep -q "$tansu_version"; }; then
   say "installing the Tansu broker $tansu_version into $cache/tansu (first run only, 7-17 minutes)"
   cargo install --locked "tansu@$tansu_version" --features dynostore,libsql --root "$cache/tansu" >&2

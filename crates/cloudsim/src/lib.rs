@@ -43,3 +43,4 @@ pub use error::{Error, Result};
 pub use faults::Faults;
 pub use options::Options;
 pub use server::CloudSim;
+pub use store::request_hash::request_hash;

@@ -58,6 +58,23 @@ fn clock_offset() -> i64 {
     })
 }
 
+/// The longest account id taken from a caller.
+pub const MAX_ACCOUNT_BYTES: usize = 256;
+
+/// Checks an account id handed in from outside (a detection, an HTTP path): not empty, at
+/// most 256 bytes, no control characters; the error says which.
+pub fn check_account(account: &str) -> std::result::Result<(), String> {
+    if account.is_empty() {
+        Err("must not be empty".into())
+    } else if account.len() > MAX_ACCOUNT_BYTES {
+        Err(format!("longer than {MAX_ACCOUNT_BYTES} bytes"))
+    } else if account.chars().any(char::is_control) {
+        Err("must not contain control characters".into())
+    } else {
+        Ok(())
+    }
+}
+
 /// A row's after-image: column name → value.
 pub type Row = BTreeMap<String, Value>;
 
@@ -154,7 +171,8 @@ impl ChangeEvent {
 }
 
 /// The canonical string of a key (`entity_id`): the parts' text joined with `|`, with `\\` and
-/// `|` inside a part escaped by a backslash. A single-column key is just its value's text.
+/// `|` inside a part escaped by a backslash. A single-column key whose text has neither is just
+/// that text.
 pub fn canonical_key(parts: &[Value]) -> String {
     parts
         .iter()

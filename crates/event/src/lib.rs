@@ -22,5 +22,8 @@ mod latency;
 
 pub use codec::{Codec, Framing, SCHEMA_FILES};
 pub use error::{Error, Result};
-pub use event::{canonical_key, event_id, now_millis, ChangeEvent, Kind, Row, Value};
+pub use event::{
+    canonical_key, check_account, event_id, now_millis, ChangeEvent, Kind, Row, Value,
+    MAX_ACCOUNT_BYTES,
+};
 pub use latency::{Latencies, Percentiles, MAX_LATENCY_MS};

@@ -149,12 +149,18 @@ impl Sources {
             let columns = table
                 .key
                 .iter()
-                .chain([&table.version_column])
-                .chain(table.occurred_at_column.iter());
-            for column in columns {
+                .map(|c| ("key", c))
+                .chain([("version_column", &table.version_column)])
+                .chain(
+                    table
+                        .occurred_at_column
+                        .iter()
+                        .map(|c| ("occurred_at_column", c)),
+                );
+            for (field, column) in columns {
                 if !is_identifier(column) {
                     return Err(fail(
-                        key("key"),
+                        key(field),
                         &format!("column {column:?} is not a plain SQL identifier"),
                     ));
                 }

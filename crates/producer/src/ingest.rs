@@ -25,7 +25,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::Value as Json_;
-use tandem_event::{ChangeEvent, Kind, Row, Value};
+use tandem_event::{check_account, ChangeEvent, Kind, Row, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::{now_millis, Error, Outbox, Result};
@@ -174,23 +174,6 @@ pub const MAX_LINE_BYTES: usize = 1 << 20;
 
 /// The largest request body `POST …/detections` reads; a larger one is answered 413.
 pub const MAX_BODY_BYTES: usize = 16 << 20;
-
-/// The longest account id taken from a caller.
-pub const MAX_ACCOUNT_BYTES: usize = 256;
-
-/// Checks an account id handed in from outside: not empty, at most 256 bytes, no control
-/// characters; the error says which.
-pub fn check_account(account: &str) -> std::result::Result<(), String> {
-    if account.is_empty() {
-        Err("must not be empty".into())
-    } else if account.len() > MAX_ACCOUNT_BYTES {
-        Err(format!("longer than {MAX_ACCOUNT_BYTES} bytes"))
-    } else if account.chars().any(char::is_control) {
-        Err("must not contain control characters".into())
-    } else {
-        Ok(())
-    }
-}
 
 /// Which account lines without an `account_id` belong to, and whether lines may name another.
 #[derive(Debug, Clone, Copy)]

@@ -195,7 +195,7 @@ async fn resume(
     Path(account): Path<String>,
     _body: Bytes,
 ) -> Response {
-    if let Err(problem) = tandem_producer::ingest::check_account(&account) {
+    if let Err(problem) = tandem_event::check_account(&account) {
         return (
             StatusCode::BAD_REQUEST,
             Json(json!({ "error": format!("account: {problem}") })),

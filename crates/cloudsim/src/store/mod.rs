@@ -14,7 +14,7 @@ use sqlx::SqlitePool;
 use crate::error::{Error, Result};
 
 mod audit;
-mod request_hash;
+pub(crate) mod request_hash;
 
 use audit::{Audit, AuditEntry};
 use request_hash::request_hash;

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 /// sha256 (hex) of the collection and the canonical JSON of the body, so that a retried
 /// request matches however its client ordered the keys.
-pub(super) fn request_hash(collection: &str, doc: &Map<String, Value>) -> String {
+pub fn request_hash(collection: &str, doc: &Map<String, Value>) -> String {
     let mut canonical = String::new();
     write_canonical(&Value::Object(doc.clone()), &mut canonical);
     let digest = Sha256::new()

@@ -20,15 +20,22 @@ const ACCEPTED: &str = "accepted: an ISO 8601 / RFC 3339 date-time with or witho
 
 /// A date-time text → RFC 3339 in UTC.
 pub(super) fn from_text(text: &str) -> Result<Json, String> {
-    parse(text).map(|t| Json::String(format(t)))
+    parse(text).and_then(|t| format(t).ok_or_else(|| before_year_one(text)))
 }
 
 /// Epoch milliseconds → RFC 3339 in UTC.
 pub(super) fn from_millis(millis: i64) -> Result<Json, String> {
-    Timestamp::from_millisecond(millis)
-        .map(|t| Json::String(format(t)))
-        .map_err(|_| format!("{millis} is out of range for epoch milliseconds"))
+    let t = Timestamp::from_millisecond(millis)
+        .map_err(|_| format!("{millis} is out of range for epoch milliseconds"))?;
+    format(t).ok_or_else(|| before_year_one(&millis.to_string()))
 }
+
+fn before_year_one(text: &str) -> String {
+    format!("{text:?} is before the year 1, which RFC 3339 cannot express")
+}
+
+/// 0001-01-01T00:00:00Z: RFC 3339 writes years with four digits, and no earlier one.
+const YEAR_ONE: i64 = -62_135_596_800;
 
 fn parse(text: &str) -> Result<Timestamp, String> {
     let t = text.trim();
@@ -41,9 +48,7 @@ fn parse(text: &str) -> Result<Timestamp, String> {
         ));
     }
     if t.ends_with(" BC") {
-        return Err(format!(
-            "{text:?} is before the year 1, which RFC 3339 cannot express"
-        ));
+        return Err(before_year_one(text));
     }
     // Epoch milliseconds as text. Fewer than 11 digits is more likely something else (ISO
     // 8601's basic YYYYMMDD, parsed below, or epoch seconds, refused) than a moment before
@@ -68,8 +73,11 @@ fn parse(text: &str) -> Result<Timestamp, String> {
 }
 
 /// RFC 3339 in UTC with milliseconds, or with micro- or nanoseconds when the value has them,
-/// so nothing the legacy database stored is cut off.
-fn format(t: Timestamp) -> String {
+/// so nothing the legacy database stored is cut off; `None` before the year 1.
+fn format(t: Timestamp) -> Option<Json> {
+    if t.as_second() < YEAR_ONE {
+        return None;
+    }
     let nanos = t.subsec_nanosecond().unsigned_abs();
     let pattern = if nanos.is_multiple_of(1_000_000) {
         "%Y-%m-%dT%H:%M:%S%.3fZ"
@@ -78,7 +86,7 @@ fn format(t: Timestamp) -> String {
     } else {
         "%Y-%m-%dT%H:%M:%S%.9fZ"
     };
-    t.strftime(pattern).to_string()
+    Some(Json::String(t.strftime(pattern).to_string()))
 }
 
 #[cfg(test)]
@@ -145,6 +153,17 @@ mod tests {
             );
         }
         let err = utc("0044-03-15 00:00:00+00 BC").expect_err("BC");
+        assert!(err.contains("before the year 1"), "{err}");
+        // Found by tests/props: epoch milliseconds and offsets before the year 1 came out as
+        // `-000001-12-31T…`, which no RFC 3339 reader takes.
+        let millis = YEAR_ONE * 1000;
+        assert_eq!(
+            from_millis(millis),
+            Ok(Json::String("0001-01-01T00:00:00.000Z".into()))
+        );
+        let err = from_millis(millis - 1).expect_err("year 0");
+        assert!(err.contains("before the year 1"), "{err}");
+        let err = utc("0001-01-01 00:30:00+01").expect_err("year 0 in UTC");
         assert!(err.contains("before the year 1"), "{err}");
         // Epoch seconds as text are not taken for epoch milliseconds.
         for wrong in [
