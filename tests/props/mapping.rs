@@ -142,6 +142,8 @@ fn epoch_milliseconds_become_their_instant_or_an_error() {
     let millis = prop_oneof![
         any::<i64>(),
         -62_135_596_800_000i64 - 100_000_000_000..-62_135_596_800_000 + 100_000_000_000,
+        // The edge of the year 1, to the millisecond.
+        -62_135_596_800_000i64 - 2_000..-62_135_596_800_000 + 2_000,
         -100_000_000_000_000i64..300_000_000_000_000,
     ];
     check("epoch milliseconds", millis, |millis| {

@@ -75,7 +75,8 @@ fn parse(text: &str) -> Result<Timestamp, String> {
 /// RFC 3339 in UTC with milliseconds, or with micro- or nanoseconds when the value has them,
 /// so nothing the legacy database stored is cut off; `None` before the year 1.
 fn format(t: Timestamp) -> Option<Json> {
-    if t.as_second() < YEAR_ONE {
+    // `as_second` rounds toward zero: the last second before the year 1 has YEAR_ONE too.
+    if t.as_second() < YEAR_ONE || (t.as_second() == YEAR_ONE && t.subsec_nanosecond() < 0) {
         return None;
     }
     let nanos = t.subsec_nanosecond().unsigned_abs();
