@@ -237,6 +237,41 @@ async fn a_row_created_before_a_lost_checkpoint_and_deleted_is_deleted() -> anyh
     Ok(())
 }
 
+/// Found by `tests/chaos.sh cloud-5xx`: when an account's newest rows are deleted, the
+/// high-water mark is lowered to the newest version left, read after the delete check; a row
+/// deleted in between is left in the manifest above the mark. The next checks must still
+/// compare it, or the cloud keeps the row for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_deleted_above_a_lowered_high_water_mark_is_deleted() -> anyhow::Result<()> {
+    let (brokers, dir) = (brokers()?, tempfile::tempdir()?);
+    let topic = topic(&brokers, 1).await?;
+    let notes = Notes::create(dir.path()).await?;
+    notes.insert(A, 1..=3).await?;
+    let producer = producer(&notes.sources("", ""), &brokers, &topic, dir.path()).await?;
+    let reader = Reader::new(&brokers, &topic)?;
+    ensure!(cycle(&producer, &reader, A).await?.len() == 5);
+
+    // What that race leaves: row 3, the newest, deleted; the mark lowered to row 2's version.
+    let store = LostCheckpoint::take(dir.path()).await?.store;
+    let (second,): (i64,) = sqlx::query_as(
+        "SELECT version FROM producer_manifest WHERE account = $1 AND entity_id = '2'",
+    )
+    .bind(A)
+    .fetch_one(&store)
+    .await?;
+    notes.delete(A, [3]).await?;
+    sqlx::query("UPDATE producer_high_water SET high_water = $1 WHERE account = $2")
+        .bind(second)
+        .bind(A)
+        .execute(&store)
+        .await?;
+
+    let events = cycle(&producer, &reader, A).await?;
+    ensure!(events == expect(&["D notes/3@0"]), "{events:?}");
+    ensure!(cycle(&producer, &reader, A).await?.is_empty());
+    Ok(())
+}
+
 /// A row handed in by another sync process is not the detector's: it never becomes a key the
 /// detector must settle, so the next cycle publishes no delete for it though the legacy table
 /// does not have it.
