@@ -3,7 +3,8 @@
 # broker (Tansu) and the local PostgreSQL. Installs Tansu on first use into a cache that
 # survives between runs, installs Chromium and chromedriver from Debian's packages for the
 # status page's browser test when they are missing, starts and stops its own broker and its own
-# TLS-only PostgreSQL (tests/pg-tls.sh), and cleans up even when tests fail.
+# TLS-only PostgreSQL (tests/pg-tls.sh), runs the reliability suite's fast scenarios
+# (tests/chaos.sh), and cleans up even when tests fail.
 #
 #   TANDEM_CACHE   where Tansu and the deployment validators live (default ~/.cache/tandem)
 #   TANDEM_TEST_PG PostgreSQL server URL (default postgres://postgres@127.0.0.1:5432)
@@ -100,5 +101,10 @@ cargo fmt --all --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "cargo test"
+step "cargo test (the property tests in tests/props included, at proptest's 256 cases each)"
 cargo test --workspace --locked
+
+# The reliability suite's fast scenarios (docs/RELIABILITY.md), on a broker of its own; the long
+# ones run with `bash tests/chaos.sh --long`.
+step "reliability suite: tests/chaos.sh (consumer and producer kills, garbage, cloud 5xx/429/drop)"
+bash "$root/tests/chaos.sh"
