@@ -113,6 +113,56 @@ fn with_create(url: &str) -> String {
     }
 }
 
+/// How long a reading of a store's clock is followed on this process's monotonic clock before
+/// the database is asked again.
+pub const CLOCK_READ_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The store database's clock in epoch milliseconds, for times that different processes
+/// compare through the store (leases, heartbeats): processes whose own clocks disagree still
+/// agree on when a lease ran out. Read from the database at most every [`CLOCK_READ_EVERY`]
+/// and followed in between on this process's monotonic clock, so a wall clock that jumps does
+/// not move it either.
+#[derive(Debug, Clone)]
+pub struct Clock {
+    pool: AnyPool,
+    reading: std::sync::Arc<std::sync::Mutex<Option<(std::time::Instant, i64)>>>,
+}
+
+impl Clock {
+    pub fn new(pool: AnyPool) -> Self {
+        Clock {
+            pool,
+            reading: Default::default(),
+        }
+    }
+
+    /// Now, by the store's clock.
+    pub async fn now_millis(&self) -> Result<i64, sqlx::Error> {
+        let since = |at: std::time::Instant| i64::try_from(at.elapsed().as_millis()).unwrap_or(0);
+        let last = *self.reading.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, millis)) = last.filter(|(at, _)| at.elapsed() < CLOCK_READ_EVERY) {
+            return Ok(millis + since(at));
+        }
+        let sql = if self
+            .pool
+            .connect_options()
+            .database_url
+            .scheme()
+            .starts_with("sqlite")
+        {
+            "SELECT CAST((julianday('now') - 2440587.5) * 86400000.0 AS BIGINT)"
+        } else {
+            "SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
+        };
+        let asked = std::time::Instant::now();
+        let (millis,): (i64,) = sqlx::query_as(sql).fetch_one(&self.pool).await?;
+        // The database read its clock somewhere in the round trip: take the middle.
+        let at = asked + asked.elapsed() / 2;
+        *self.reading.lock().unwrap_or_else(|e| e.into_inner()) = Some((at, millis));
+        Ok(millis + since(at))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +196,24 @@ mod tests {
         assert!(path.exists());
         open_existing(&url).await?.close().await;
         std::fs::remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_clock_is_the_stores() -> Result<(), Box<dyn std::error::Error>> {
+        let pool = open("sqlite::memory:").await?;
+        let clock = Clock::new(pool);
+        let system = |d: std::time::SystemTime| {
+            d.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or_default()
+        };
+        let before = system(std::time::SystemTime::now());
+        let first = clock.now_millis().await?;
+        let second = clock.now_millis().await?;
+        let after = system(std::time::SystemTime::now());
+        // SQLite reads this machine's clock: the store's time lies within the calls.
+        assert!(before - 5 <= first && first <= second && second <= after + 5);
         Ok(())
     }
 }

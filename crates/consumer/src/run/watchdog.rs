@@ -22,7 +22,6 @@ use tracing::{info, warn};
 
 use super::Inner;
 use crate::{Error, Result};
-use tandem_event::now_millis;
 
 /// The longest wait between two rejoins.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
@@ -174,10 +173,9 @@ impl Inner {
     /// Records this member's assignment in the store and looks at the group.
     async fn health(&self, session: Duration) -> Result<Health> {
         let assigned = self.stats.assigned_partitions.load(Ordering::Relaxed) as usize;
-        let live_since = now_millis() - i64::try_from((session * 2).as_millis()).unwrap_or(0);
         let store = self.engine.store();
         let members = store
-            .heartbeat(&self.options.group, &self.member, assigned, live_since)
+            .heartbeat(&self.options.group, &self.member, assigned, session * 2)
             .await?;
         let consumer = self.lookups.clone();
         let topic = self.options.topic.clone();

@@ -1,8 +1,6 @@
 //! Account leases per consumer group: which worker of which member applies an account's events
 //! until when.
 
-use tandem_event::now_millis;
-
 use super::Store;
 use crate::{Error, Result};
 
@@ -25,14 +23,15 @@ pub enum Grant {
 }
 
 impl Store {
-    /// Takes or renews `account`'s lease for `lease.owner` until `ttl` from now.
+    /// Takes or renews `account`'s lease for `lease.owner` until `ttl` from now, by the store
+    /// database's clock: members whose own clocks disagree still agree on when it runs out.
     pub async fn try_lease(
         &self,
         lease: &LeaseId,
         account: &str,
         ttl: std::time::Duration,
     ) -> Result<Grant> {
-        let now = now_millis();
+        let now = self.clock.now_millis().await?;
         // A renewal keeps `taken_at`; a take sets it to now.
         let taken_at: Option<(i64,)> = sqlx::query_as(
             "INSERT INTO consumer_account_leases \

@@ -1,23 +1,22 @@
 //! The members of each consumer group, as they see themselves: how many partitions each holds
 //! and when it last said so (see the consumer's group watchdog).
 
-use tandem_event::now_millis;
-
 use super::Store;
 use crate::Result;
 
 impl Store {
-    /// Records that `member` of `group` holds `assigned` partitions, now; forgets members not
-    /// seen for ten minutes. Returns how many members were seen since `live_since_ms`
-    /// (this one included).
+    /// Records that `member` of `group` holds `assigned` partitions, now (by the store's
+    /// clock, which every member shares); forgets members not seen for ten minutes. Returns how
+    /// many members were seen within `live_for` (this one included).
     pub async fn heartbeat(
         &self,
         group: &str,
         member: &str,
         assigned: usize,
-        live_since_ms: i64,
+        live_for: std::time::Duration,
     ) -> Result<usize> {
-        let now = now_millis();
+        let now = self.clock.now_millis().await?;
+        let live_since_ms = now - i64::try_from(live_for.as_millis()).unwrap_or(i64::MAX);
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO consumer_members (consumer_group, member, assigned, seen_at_ms) \

@@ -38,6 +38,8 @@ pub use status::{AccountProgress, DeadLetter};
 pub struct Store {
     pool: AnyPool,
     committer: commit::Committer,
+    /// The database's clock, which every member's leases and heartbeats are compared on.
+    clock: tandem_sql::Clock,
 }
 
 impl Store {
@@ -92,6 +94,7 @@ impl Store {
     fn with_pool(pool: AnyPool) -> Self {
         Store {
             committer: commit::Committer::start(pool.clone()),
+            clock: tandem_sql::Clock::new(pool.clone()),
             pool,
         }
     }

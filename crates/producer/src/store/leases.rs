@@ -3,13 +3,13 @@
 use std::time::Duration;
 
 use super::Store;
-use crate::{now_millis, Result};
+use crate::Result;
 
 impl Store {
     /// Takes or renews the account's lease; false while another live owner holds it.
     pub async fn try_lease(&self, account: &str, owner: &str, ttl: Duration) -> Result<bool> {
         self.count(1);
-        let now = now_millis();
+        let now = self.now_millis().await?;
         let taken = sqlx::query(
             "INSERT INTO producer_leases (account, owner, expires_at) VALUES ($1, $2, $3) \
              ON CONFLICT (account) DO UPDATE SET owner = excluded.owner, \

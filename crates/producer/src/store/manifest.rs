@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::unsettled::settle;
 use super::{placeholders, set_account, AccountState, Store};
-use crate::{now_millis, Error, Result};
+use crate::{Error, Result};
 
 /// What one published batch changes in a table's checkpoint.
 #[derive(Debug, Default, Clone, Copy)]
@@ -226,11 +226,16 @@ impl Store {
         change: Advance<'_>,
         lease: Option<(&str, Duration)>,
     ) -> Result<()> {
+        // Read before the transaction: a SQLite store has one connection.
+        let lease = match lease {
+            Some((owner, ttl)) => Some((owner, self.now_millis().await? + ttl.as_millis() as i64)),
+            None => None,
+        };
         let mut tx = self.pool.begin().await?;
         let mut statements = 1;
-        if let Some((owner, ttl)) = lease {
+        if let Some((owner, expires_at)) = lease {
             statements += 1;
-            if !renew_lease(&mut tx, account, owner, ttl).await? {
+            if !renew_lease(&mut tx, account, owner, expires_at).await? {
                 return Err(Error::LostLease(account.to_owned()));
             }
         }
@@ -248,6 +253,7 @@ impl Store {
         batches: &[(&str, &str, Advance<'_>)],
         (owner, ttl): (&str, Duration),
     ) -> Result<Vec<String>> {
+        let expires_at = self.now_millis().await? + ttl.as_millis() as i64;
         let mut tx = self.pool.begin().await?;
         let mut statements = 1;
         let mut lost: Vec<String> = Vec::new();
@@ -258,7 +264,7 @@ impl Store {
             }
             if !held.contains(account) {
                 statements += 1;
-                if !renew_lease(&mut tx, account, owner, ttl).await? {
+                if !renew_lease(&mut tx, account, owner, expires_at).await? {
                     lost.push((*account).to_owned());
                     continue;
                 }
@@ -272,18 +278,19 @@ impl Store {
     }
 }
 
-/// Extends the account's lease if `owner` still holds it; whether it does.
+/// Extends the account's lease to `expires_at` (the store's clock) if `owner` still holds it;
+/// whether it does.
 async fn renew_lease(
     conn: &mut sqlx::AnyConnection,
     account: &str,
     owner: &str,
-    ttl: Duration,
+    expires_at: i64,
 ) -> Result<bool> {
     let held =
         sqlx::query("UPDATE producer_leases SET expires_at = $3 WHERE account = $1 AND owner = $2")
             .bind(account)
             .bind(owner)
-            .bind(now_millis() + ttl.as_millis() as i64)
+            .bind(expires_at)
             .execute(&mut *conn)
             .await?
             .rows_affected();

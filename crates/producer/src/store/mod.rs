@@ -48,6 +48,8 @@ pub struct Store {
     queries: Arc<AtomicU64>,
     /// The SQLite file, when the store is one.
     file: Option<std::path::PathBuf>,
+    /// The database's clock, which every instance's leases are compared on.
+    clock: tandem_sql::Clock,
 }
 
 /// What the store knows of one account.
@@ -232,6 +234,7 @@ impl Store {
             .map(|rest| rest.split('?').next().unwrap_or(rest).into())
             .filter(|path: &std::path::PathBuf| !path.as_os_str().is_empty());
         Ok(Store {
+            clock: tandem_sql::Clock::new(pool.clone()),
             pool,
             queries: Arc::default(),
             file,
@@ -249,6 +252,7 @@ impl Store {
                 source,
             })?;
         Ok(Store {
+            clock: tandem_sql::Clock::new(pool.clone()),
             pool,
             queries: Arc::default(),
             file: None,
@@ -262,6 +266,12 @@ impl Store {
 
     fn count(&self, n: u64) {
         self.queries.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Now by the store database's clock (see [`tandem_sql::Clock`]): what leases are taken and
+    /// compared on, so that instances whose clocks disagree agree on who holds an account.
+    pub async fn now_millis(&self) -> Result<i64> {
+        Ok(self.clock.now_millis().await?)
     }
 
     pub async fn account(&self, account: &str) -> Result<AccountState> {
